@@ -1,0 +1,23 @@
+"""stabletune: stable few-sample fine-tuning of BERT-family encoders (Zhang et al., ICLR 2021).
+
+Public API::
+
+    from stabletune import RunConfig, make_config, train
+    result = train(make_config({"task": "rte", "data_dir": "../shared/data/glue", "max_steps": 50}), "runs/rte")
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from stabletune.config import RunConfig, make_config  # noqa: E402
+
+__all__ = ["RunConfig", "make_config", "train", "__version__"]
+
+
+def __getattr__(name: str):  # lazy: importing stabletune must not import torch (analysis code relies on it)
+    if name == "train":
+        from stabletune.train import train
+
+        return train
+    raise AttributeError(name)

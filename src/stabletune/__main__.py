@@ -1,0 +1,3 @@
+from stabletune.cli import main
+
+raise SystemExit(main())

