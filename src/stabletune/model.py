@@ -98,6 +98,7 @@ def load_model(name: str, *, num_labels: int, dropout: float | None, attn_implem
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized weights" notice is expected: we re-draw them below
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per run is noise in logs and studies
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -108,6 +109,7 @@ def load_model(name: str, *, num_labels: int, dropout: float | None, attn_implem
         raise _hub_error(source, e) from None
     finally:
         hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
 
     # Every parameter the checkpoint did not provide is drawn from init_generator, so the head depends only on
     # --init-seed, never on global RNG state (Appendix B separates weight-init and data-order randomness).

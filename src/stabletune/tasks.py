@@ -1,0 +1,112 @@
+"""The task registry: label sets and evaluation metrics of the eight GLUE tasks of the paper.
+
+Zhang et al. (2021), Section 3 and Table 3 (Appendix A): RTE (accuracy), MRPC (F1), STS-B (Spearman
+correlation, regression), CoLA (Matthews correlation), SST-2, QNLI, QQP and MNLI (accuracy; MNLI matched).
+The label order of every task is the one of the GLUE processors in ``transformers`` (and therefore of the
+paper's official ``run_glue.py``), so class indices mean the same thing as in the official code.
+
+User datasets get a :class:`TaskSpec` built by :func:`stabletune.data.load_task_data`
+(``glue_dir=None`` marks them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stabletune.errors import ConfigError
+
+METRICS = ("acc", "f1", "spearman", "mcc")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What the training loop needs to know about a task.
+
+    Attributes:
+        name: Canonical GLUE name (``"rte"``, ``"mrpc"``, ``"sts-b"``, ``"cola"``, ``"sst-2"``, ``"qnli"``,
+            ``"qqp"``, ``"mnli"``) or the name of a user dataset.
+        labels: Label names in class-index order; ``None`` for regression (one output).
+        metric: Key of the main metric in :func:`stabletune.metrics.compute_metrics`'s result:
+            ``"acc"``, ``"f1"``, ``"spearman"`` or ``"mcc"`` (Table 3, "Evaluation metric").
+        glue_dir: Folder of the task in the GLUE download (``"RTE"``, ``"STS-B"``, ...); ``None`` for a
+            user dataset.
+    """
+
+    name: str
+    labels: tuple[str, ...] | None
+    metric: str
+    glue_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"unknown metric {self.metric!r}; choose from {', '.join(METRICS)}")
+        if self.labels is not None and len(self.labels) < 2:
+            raise ValueError(f"a classification task needs at least two labels, got {self.labels!r}")
+
+    @property
+    def is_regression(self) -> bool:
+        """True when the task predicts one real-valued score (STS-B)."""
+        return self.labels is None
+
+    @property
+    def num_labels(self) -> int:
+        """Number of model outputs: the number of classes, or 1 for regression."""
+        return 1 if self.labels is None else len(self.labels)
+
+
+_BINARY = ("0", "1")
+_ENTAILMENT = ("entailment", "not_entailment")
+
+GLUE_TASKS: dict[str, TaskSpec] = {
+    "rte": TaskSpec("rte", _ENTAILMENT, "acc", "RTE"),
+    "mrpc": TaskSpec("mrpc", _BINARY, "f1", "MRPC"),
+    "sts-b": TaskSpec("sts-b", None, "spearman", "STS-B"),
+    "cola": TaskSpec("cola", _BINARY, "mcc", "CoLA"),
+    "sst-2": TaskSpec("sst-2", _BINARY, "acc", "SST-2"),
+    "qnli": TaskSpec("qnli", _ENTAILMENT, "acc", "QNLI"),
+    "qqp": TaskSpec("qqp", _BINARY, "acc", "QQP"),
+    "mnli": TaskSpec("mnli", ("contradiction", "entailment", "neutral"), "acc", "MNLI"),
+}
+"""The eight GLUE tasks of the paper (Table 3), keyed by canonical name."""
+
+SMALL_TASKS = ("rte", "mrpc", "sts-b", "cola")
+"""Tasks with fewer than 10k training examples, studied with their full training set (Section 3)."""
+
+LARGE_TASKS = ("sst-2", "qnli", "qqp", "mnli")
+"""Tasks studied only in their 1k-downsampled version (Section 3)."""
+
+_ALIASES = {key.replace("-", ""): key for key in GLUE_TASKS}  # "stsb" -> "sts-b", "sst2" -> "sst-2"
+_ALIASES.update({"mnlim": "mnli", "mnlimatched": "mnli"})
+
+
+def _normalise(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch not in "-_ ")
+
+
+def is_glue_task(name: str) -> bool:
+    """True if ``name`` (any spelling accepted by :func:`get_task`) names one of the eight GLUE tasks."""
+    return _normalise(name) in _ALIASES
+
+
+def get_task(name: str) -> TaskSpec:
+    """Look up a GLUE task by name.
+
+    Matching ignores case, dashes, underscores and spaces, so ``"STS-B"``, ``"stsb"``, ``"sts_b"`` and
+    ``"SST2"`` all work.
+
+    Args:
+        name: Task name.
+
+    Returns:
+        The task's :class:`TaskSpec`.
+
+    Raises:
+        ConfigError: ``name`` is not a GLUE task; the message lists the valid names.
+    """
+    key = _ALIASES.get(_normalise(name))
+    if key is None:
+        raise ConfigError(
+            f"unknown task {name!r}: choose one of {', '.join(GLUE_TASKS)} "
+            "(or give --train-file/--dev-file for your own data)"
+        )
+    return GLUE_TASKS[key]

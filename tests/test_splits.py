@@ -1,0 +1,231 @@
+"""The paper's splits (Section 3, Table 3) on the real GLUE data, and their edge cases on small lists."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stabletune.config import DATA_DIR_ENV
+from stabletune.data import Example, load_task_data, make_splits
+from stabletune.errors import ConfigError, DataError
+from stabletune.metrics import majority_baseline
+from stabletune.tasks import TaskSpec, get_task
+
+SHARED_GLUE = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "glue").resolve()
+SMALL = ("rte", "mrpc", "sts-b", "cola")
+
+
+@pytest.fixture(scope="module")
+def glue():
+    """Every task that has a training file, read once: name -> (spec, train, dev)."""
+    env = os.environ.get(DATA_DIR_ENV)
+    root = Path(env).resolve() if env else SHARED_GLUE
+    if not (root / "RTE" / "train.tsv").is_file():
+        pytest.skip(f"real GLUE data not found at {root} (set {DATA_DIR_ENV})")
+    out = {}
+    for task in (*SMALL, "sst-2", "qnli", "qqp", "mnli"):
+        spec, train, dev = load_task_data(task=task, data_dir=str(root))
+        out[task] = (spec, train, dev)
+    return out
+
+
+def _strata(spec: TaskSpec, examples: list[Example]) -> Counter:
+    """Label counts, or counts of the integer part of the score (STS-B bins) for regression."""
+    if spec.is_regression:
+        return Counter(min(int(ex.label), 4) for ex in examples)
+    return Counter(ex.label for ex in examples)
+
+
+def _idx(splits, name) -> list[int]:
+    return splits.indices[name]["indices"]
+
+
+def _check_consistent(splits, train, dev):
+    """indices are JSON-able and point at exactly the examples returned; same-source splits are disjoint."""
+    assert json.loads(json.dumps(splits.indices)) == splits.indices
+    sources = {"train": train, "dev": dev}
+    for name in ("train", "validation", "test"):
+        record = splits.indices[name]
+        assert getattr(splits, name) == [sources[record["source"]][i] for i in record["indices"]]
+        assert len(set(record["indices"])) == len(record["indices"])
+    names = list(splits.indices)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if splits.indices[a]["source"] == splits.indices[b]["source"]:
+                assert not set(_idx(splits, a)) & set(_idx(splits, b)), (a, b)
+
+
+# ------------------------------------------------------------------------------------------------
+# paper-small: dev halved into validation / test
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("task, n_val, n_test", [("rte", 139, 138), ("mrpc", 204, 204), ("sts-b", 750, 750),
+                                                 ("cola", 522, 521)])
+def test_paper_small_sizes_and_stratification(glue, task, n_val, n_test):
+    spec, train, dev = glue[task]
+    splits = make_splits(spec, train, dev, split="paper-small", seed=0)
+    assert (len(splits.validation), len(splits.test)) == (n_val, n_test)
+    assert splits.train == train and _idx(splits, "train") == list(range(len(train)))
+    assert sorted(_idx(splits, "validation") + _idx(splits, "test")) == list(range(len(dev)))
+    val, test = _strata(spec, splits.validation), _strata(spec, splits.test)
+    for stratum in set(val) | set(test):
+        assert abs(val[stratum] - test[stratum]) <= 1, (stratum, val, test)
+    _check_consistent(splits, train, dev)
+
+
+def test_paper_small_refused_for_large_tasks(glue):
+    spec, train, dev = glue["sst-2"]
+    with pytest.raises(ConfigError, match="paper-1k"):
+        make_splits(spec, train, dev, split="paper-small", seed=0)
+
+
+def test_majority_baselines_close_to_table3(glue):
+    """Table 3's majority baselines come out within half a point on our halves (different draw, same sizes)."""
+    for task, val_ref, test_ref in [("rte", 0.529, 0.525), ("mrpc", 0.813, 0.812)]:
+        spec, train, dev = glue[task]
+        splits = make_splits(spec, train, dev, split="paper-small", seed=0)
+        assert majority_baseline(spec, [ex.label for ex in splits.validation]) == pytest.approx(val_ref, abs=0.005)
+        assert majority_baseline(spec, [ex.label for ex in splits.test]) == pytest.approx(test_ref, abs=0.005)
+    spec, train, dev = glue["qnli"]
+    assert majority_baseline(spec, [ex.label for ex in dev]) == pytest.approx(0.505, abs=0.0005)  # paper-1k test
+
+
+# ------------------------------------------------------------------------------------------------
+# Determinism
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("split", ["paper-small", "paper-1k", "dev-as-test"])
+def test_determinism(glue, split):
+    spec, train, dev = glue["rte"]
+    first = make_splits(spec, train, dev, split=split, seed=3)
+    random.seed(99)
+    np.random.seed(99)  # the global random state must not matter
+    np.random.random(10)
+    again = make_splits(spec, train, dev, split=split, seed=3)
+    other = make_splits(spec, train, dev, split=split, seed=4)
+    assert again.indices == first.indices
+    assert other.indices != first.indices
+
+
+# ------------------------------------------------------------------------------------------------
+# paper-1k: 1k train + 1k validation drawn from train, test = dev
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("task", ["rte", "mrpc", "cola", "sst-2", "qnli"])
+def test_paper_1k_balanced(glue, task):
+    spec, train, dev = glue[task]
+    splits = make_splits(spec, train, dev, split="paper-1k", seed=1)
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (1000, 1000, len(dev))
+    assert splits.indices["validation"]["source"] == "train" and splits.test == dev
+    assert _strata(spec, splits.train) == _strata(spec, splits.validation) == {0: 500, 1: 500}
+    _check_consistent(splits, train, dev)
+
+
+def test_paper_1k_three_classes_and_regression(glue):
+    spec, train, _ = glue["mnli"]
+    dev = train[:5]  # MNLI dev_matched is not in the shared data; any list serves as the test set here
+    splits = make_splits(spec, train, dev, split="paper-1k", seed=0)
+    for part in (splits.train, splits.validation):
+        counts = _strata(spec, part)
+        assert sum(counts.values()) == 1000 and sorted(counts.values()) == [333, 333, 334]
+    _check_consistent(splits, train, dev)
+    spec, train, dev = glue["sts-b"]
+    splits = make_splits(spec, train, dev, split="paper-1k", seed=0)
+    assert (len(splits.train), len(splits.validation)) == (1000, 1000)
+    full, drawn = _strata(spec, train), _strata(spec, splits.train)
+    for stratum, n in full.items():  # regression: proportional to the score bins
+        assert abs(drawn[stratum] - 1000 * n / len(train)) <= 1
+    _check_consistent(splits, train, dev)
+
+
+def test_paper_1k_needs_dev_and_enough_train(glue):
+    spec, train, dev = glue["qqp"]
+    assert dev == []
+    with pytest.raises(DataError, match=r"QQP/dev\.tsv not found.*'paper-1k' needs it as the test set"):
+        make_splits(spec, train, dev, split="paper-1k", seed=0)
+    spec, train, dev = glue["mnli"]
+    with pytest.raises(DataError, match=r"MNLI/dev_matched\.tsv not found"):
+        make_splits(spec, train, dev, split="dev-as-test", seed=0)
+    spec, train, dev = glue["rte"]
+    with pytest.raises(DataError, match=r"1,000 training \+ 1,000 validation.*only 1,999"):
+        make_splits(spec, train[:1999], dev, split="paper-1k", seed=0)
+
+
+def test_balance_with_a_scarce_class():
+    spec = TaskSpec("toy", ("a", "b", "c"), "acc")
+    train = [Example(f"x{i}", None, label) for i, label in enumerate([0] * 100 + [1] * 1500 + [2] * 1500)]
+    splits = make_splits(spec, train, train[:3], split="paper-1k", seed=0)
+    assert _strata(spec, splits.train) == {0: 100, 1: 450, 2: 450}  # class 0 gives all it has
+    assert _strata(spec, splits.validation) == {1: 500, 2: 500}  # nothing of class 0 is left
+    _check_consistent(splits, train, train[:3])
+
+
+# ------------------------------------------------------------------------------------------------
+# dev-as-test and train_size
+# ------------------------------------------------------------------------------------------------
+def test_dev_as_test(glue):
+    spec, train, dev = glue["cola"]
+    splits = make_splits(spec, train, dev, split="dev-as-test", seed=0)
+    assert len(splits.validation) == round(0.1 * len(train)) and splits.test == dev
+    assert sorted(_idx(splits, "train") + _idx(splits, "validation")) == list(range(len(train)))
+    full, val = _strata(spec, train), _strata(spec, splits.validation)
+    for label, n in full.items():
+        assert abs(val[label] - len(splits.validation) * n / len(train)) <= 1
+    _check_consistent(splits, train, dev)
+
+
+@pytest.mark.parametrize("split", ["paper-small", "paper-1k", "dev-as-test"])
+def test_train_size(glue, split):
+    spec, train, dev = glue["mrpc"]
+    full = make_splits(spec, train, dev, split=split, seed=5)
+    small = make_splits(spec, train, dev, split=split, seed=5, train_size=64)
+    assert len(small.train) == 64
+    assert _strata(spec, small.train) == {0: 32, 1: 32}
+    assert set(_idx(small, "train")) <= set(_idx(full, "train"))
+    assert small.indices["validation"] == full.indices["validation"]  # the split does not depend on train_size
+    assert small.indices["test"] == full.indices["test"]
+    assert make_splits(spec, train, dev, split=split, seed=5, train_size=64).indices == small.indices
+    _check_consistent(small, train, dev)
+    with pytest.raises(ConfigError, match="train-size"):
+        make_splits(spec, train, dev, split=split, seed=5, train_size=len(full.train) + 1)
+
+
+def test_train_size_regression_is_stratified(glue):
+    spec, train, dev = glue["sts-b"]
+    splits = make_splits(spec, train, dev, split="paper-small", seed=0, train_size=200)
+    full, drawn = _strata(spec, train), _strata(spec, splits.train)
+    assert len(splits.train) == 200
+    for stratum, n in full.items():
+        assert abs(drawn[stratum] - 200 * n / len(train)) <= 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Small edge cases
+# ------------------------------------------------------------------------------------------------
+def test_user_dataset_and_errors():
+    spec = TaskSpec("reviews", ("neg", "pos"), "acc")
+    train = [Example(f"t{i}", None, i % 2) for i in range(20)]
+    dev = [Example(f"d{i}", None, int(i < 3)) for i in range(7)]
+    splits = make_splits(spec, train, dev, split="paper-small", seed=0)
+    assert (len(splits.validation), len(splits.test)) == (4, 3)
+    _check_consistent(splits, train, dev)
+    with pytest.raises(DataError, match="no dev examples.*'paper-small'"):
+        make_splits(spec, train, [], split="paper-small", seed=0)
+    with pytest.raises(DataError, match="halves the dev set, which has 1 example"):
+        make_splits(spec, train, dev[:1], split="paper-small", seed=0)
+    with pytest.raises(DataError, match="training set is empty"):
+        make_splits(spec, [], dev, split="paper-small", seed=0)
+    with pytest.raises(ConfigError, match="--split.*'random'"):
+        make_splits(spec, train, dev, split="random", seed=0)
+    with pytest.raises(ConfigError, match="train-size"):
+        make_splits(spec, train, dev, split="paper-small", seed=0, train_size=0)
+
+
+def test_constant_regression_scores():
+    spec = get_task("sts-b")
+    dev = [Example("a", "b", 2.0) for _ in range(5)]
+    splits = make_splits(spec, dev, dev, split="paper-small", seed=0)
+    assert (len(splits.validation), len(splits.test)) == (3, 2)

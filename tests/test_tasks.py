@@ -1,0 +1,74 @@
+"""The GLUE task registry (paper Table 3; label orders of the transformers v4 GLUE processors)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from stabletune.errors import ConfigError
+from stabletune.tasks import GLUE_TASKS, LARGE_TASKS, SMALL_TASKS, TaskSpec, get_task, is_glue_task
+
+# transformers v4 `glue_processors[task]().get_labels()` (the module is gone from transformers 5).
+PROCESSOR_LABELS = {
+    "rte": ["entailment", "not_entailment"],
+    "mrpc": ["0", "1"],
+    "sts-b": [None],
+    "cola": ["0", "1"],
+    "sst-2": ["0", "1"],
+    "qnli": ["entailment", "not_entailment"],
+    "qqp": ["0", "1"],
+    "mnli": ["contradiction", "entailment", "neutral"],
+}
+# Table 3, "Evaluation metric".
+TABLE3_METRIC = {"rte": "acc", "mrpc": "f1", "sts-b": "spearman", "cola": "mcc",
+                 "sst-2": "acc", "qnli": "acc", "qqp": "acc", "mnli": "acc"}
+
+
+def test_registry_matches_table3_and_glue_processors():
+    assert set(GLUE_TASKS) == set(TABLE3_METRIC)
+    for name, spec in GLUE_TASKS.items():
+        assert spec.name == name
+        assert spec.metric == TABLE3_METRIC[name]
+        expected = PROCESSOR_LABELS[name]
+        assert (list(spec.labels) if spec.labels else [None]) == expected
+        assert spec.glue_dir is not None
+    assert set(SMALL_TASKS) | set(LARGE_TASKS) == set(GLUE_TASKS)
+    assert not set(SMALL_TASKS) & set(LARGE_TASKS)
+
+
+def test_regression_and_num_labels():
+    assert get_task("sts-b").is_regression and get_task("sts-b").num_labels == 1
+    assert not get_task("rte").is_regression and get_task("rte").num_labels == 2
+    assert get_task("mnli").num_labels == 3
+
+
+@pytest.mark.parametrize("spelling, name", [
+    ("STS-B", "sts-b"), ("stsb", "sts-b"), ("sts_b", "sts-b"), ("SST2", "sst-2"), ("sst-2", "sst-2"),
+    ("RTE", "rte"), ("CoLA", "cola"), ("Mnli", "mnli"), ("q_q_p", "qqp"), ("QNLI", "qnli"), ("mrpc", "mrpc"),
+])
+def test_get_task_spellings(spelling, name):
+    assert get_task(spelling) is GLUE_TASKS[name]
+    assert is_glue_task(spelling)
+
+
+def test_unknown_task_lists_valid_names():
+    with pytest.raises(ConfigError) as info:
+        get_task("wnli")
+    message = str(info.value)
+    assert "wnli" in message
+    for name in GLUE_TASKS:
+        assert name in message
+    assert not is_glue_task("my-reviews")
+
+
+def test_spec_is_frozen_and_validated():
+    spec = get_task("rte")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.metric = "f1"  # type: ignore[misc]
+    with pytest.raises(ValueError):
+        TaskSpec("x", ("a", "b"), "auc")
+    with pytest.raises(ValueError):
+        TaskSpec("x", ("a",), "acc")
+    user = TaskSpec("reviews", ("neg", "pos"), "acc")
+    assert user.glue_dir is None and user.num_labels == 2
