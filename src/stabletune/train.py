@@ -175,6 +175,13 @@ def train(cfg: RunConfig, out_dir: str | None = None, *, callback: Callback | No
         >>> res = train(make_config({"task": "rte", "data_dir": "../shared/data/glue", "max_steps": 20}), "runs/x")
         >>> res.best["test"]["acc"]
     """
+    device = resolve_device(cfg.device)
+    # Nothing a run does may change the caller's global RNG state (model loading and dropout draw from it).
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        return _run(cfg, out_dir, callback, device)
+
+
+def _run(cfg: RunConfig, out_dir: str | None, callback: Callback | None, device: torch.device) -> RunResult:
     from stabletune.data import load_task_data, make_splits
     from stabletune.metrics import main_metric
     from stabletune.model import load_model
@@ -187,7 +194,6 @@ def train(cfg: RunConfig, out_dir: str | None = None, *, callback: Callback | No
     folder = RunFolder(out_dir, overwrite=cfg.overwrite) if out_dir else None  # fail early if it exists
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     init_seed, data_seed = cfg.resolved_init_seed, cfg.resolved_data_seed
     seeds = {"seed": cfg.seed, "init_seed": init_seed, "data_seed": data_seed, "split_seed": cfg.split_seed}
@@ -233,17 +239,15 @@ def train(cfg: RunConfig, out_dir: str | None = None, *, callback: Callback | No
         folder.open()
     try:
         # Data order and dropout come from the data seed: the order from its own generator; dropout (and mixout
-        # masks) draw from torch's global generator, which we seed here inside fork_rng so that the caller's
-        # global state is left untouched.
+        # masks) draw from torch's global generator, seeded here (train() runs inside fork_rng, so the caller's
+        # global state is left untouched).
         order_gen = torch.Generator().manual_seed(derive_seed(data_seed, "order"))
-        fork_devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=fork_devices):
-            torch.manual_seed(derive_seed(data_seed, "dropout"))
-            loop = _train_loop(
-                model, optimizer, scheduler, prepared.after_step, params, enc, spec, cfg,
-                total=total, per_epoch=per_epoch, evals_at=evals_at, order_gen=order_gen, device=device,
-                pad_id=pad_id, autocast=autocast, scaler=scaler, callback=callback, main_metric=main_metric,
-                distance=(lambda: block_distances(prepared.blocks, reference)) if reference is not None else None)
+        torch.manual_seed(derive_seed(data_seed, "dropout"))
+        loop = _train_loop(
+            model, optimizer, scheduler, prepared.after_step, params, enc, spec, cfg,
+            total=total, per_epoch=per_epoch, evals_at=evals_at, order_gen=order_gen, device=device,
+            pad_id=pad_id, autocast=autocast, scaler=scaler, callback=callback, main_metric=main_metric,
+            distance=(lambda: block_distances(prepared.blocks, reference)) if reference is not None else None)
 
         # --- test: the last checkpoint as it stands, then the best one really restored -------------
         ev = dict(batch_size=cfg.eval_batch_size, device=device, pad_id=pad_id, autocast=autocast)
@@ -375,8 +379,6 @@ def _write_folder(folder, result: RunResult, split_indices: dict, model, tokeniz
     folder.write_jsonl("train_log.jsonl", result.train_log)
     folder.write_jsonl("evals.jsonl", result.evals)
     if model is not None:
-        from stabletune.mixout import unwrap_mixout
-
-        unwrap_mixout(model).save_pretrained(folder.path / "model")
+        model.save_pretrained(folder.path / "model")  # mixout targets are non-persistent buffers: not saved
         tokenizer.save_pretrained(folder.path / "model")
     folder.write_json("results.json", summary)  # last: its presence marks a complete run

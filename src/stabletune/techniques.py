@@ -1,0 +1,193 @@
+"""Apply the paper's techniques to a loaded model in the one fixed order (Sections 4-7).
+
+``prepare`` is the only place that decides the order::
+
+    (load, by the caller) -> re-init (Sec. 5) -> snapshot theta0 -> mixout (Sec. 7.1) -> parameter groups with
+    weight-decay split and LLRD (Sec. 7.1) -> optimizer: debiased Adam or BERTAdam (Sec. 4)
+    -> pre-trained weight decay hook (Sec. 7.1), run after every optimizer step
+
+Why this order: re-initialised weights must be the starting point that pre-trained weight decay pulls toward and
+that mixout mixes with, so theta0 and the mixout targets are taken after re-init; mixout keeps the same Parameter
+objects, so the groups built after it hold exactly the trained parameters.
+
+Every technique's off value (``reinit_layers=0``, ``reinit_pooler=False``, ``mixout=0``, ``llrd=1``,
+``pretrained_wd=0``) leaves the training trajectory bitwise identical to plain fine-tuning (tested).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from stabletune.errors import ConfigError
+from stabletune.families import family_of, get_layout, init_std
+from stabletune.llrd import build_param_groups, param_depths
+from stabletune.mixout import GRANULARITIES, apply_mixout, zero_dropout
+from stabletune.mixout import _select as _select_mixout_targets
+from stabletune.optim import OPTIMIZERS, build_optimizer
+from stabletune.prior_wd import NEW_PARAM_MODES, build_prior_wd, snapshot
+from stabletune.reinit import apply_reinit
+
+
+@dataclass
+class Prepared:
+    """What the training loop needs after :func:`prepare`."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    """Param groups carry their own peak ``lr`` (after LLRD); wrap it in a LambdaLR for warm-up/decay."""
+    after_step: Callable[[], None]
+    """Call right after every ``optimizer.step()`` (pre-trained weight decay); a no-op when off."""
+    blocks: list[tuple[str, nn.Module]]
+    """The Transformer blocks, bottom to top (empty for an architecture outside the family table)."""
+    record: dict = field(default_factory=dict)
+    """JSON-able facts for the run folder."""
+
+
+def _noop() -> None:
+    return None
+
+
+def _check(cond: bool, option: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"invalid option --{option}: {msg}")
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def prepare(model: nn.Module, *, init_generator: torch.Generator, reinit_layers: int = 0,
+            reinit_pooler: bool = False, mixout: float = 0.0, mixout_targets: str = "all",
+            optimizer: str = "adamw", lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+            weight_decay: float = 0.0, llrd: float = 1.0, pretrained_wd: float = 0.0,
+            pretrained_wd_new_params: str = "init", new_param_names: Collection[str] = (),
+            mixout_granularity: str = "neuron", fused: bool | None = None) -> Prepared:
+    """Apply re-init, mixout, LLRD, the optimizer choice and pre-trained weight decay to a loaded model.
+
+    Args:
+        model: a loaded ``*ForSequenceClassification`` model (head already drawn). Modified in place.
+        init_generator: CPU generator for re-initialised weights (the run's init seed).
+        reinit_layers: ``--reinit-layers`` L, top Transformer blocks to re-initialise (Section 5).
+        reinit_pooler: ``--reinit-pooler`` (Section 5; the head's dense layer for families without a pooler).
+        mixout: ``--mixout`` p in [0, 1) (Section 7.1); 0 = off.
+        mixout_targets: ``--mixout-targets``: ``all``, ``encoder`` or comma-separated name parts.
+        optimizer: ``--optimizer``: ``adamw`` (debiased) or ``bertadam`` (Section 4).
+        lr: peak learning rate (of the head under LLRD).
+        betas: ``(--adam-beta1, --adam-beta2)``.
+        eps: ``--adam-eps``.
+        weight_decay: ``--weight-decay`` (decoupled, toward 0; biases and norms exempt).
+        llrd: ``--llrd`` eta in (0, 1]; 1 = off.
+        pretrained_wd: ``--pretrained-wd`` lambda >= 0; 0 = off.
+        pretrained_wd_new_params: ``--pretrained-wd-new-params``: ``init``, ``zero`` or ``none``.
+        new_param_names: names of parameters freshly initialised at load (the task head).
+        mixout_granularity: ``neuron`` (Lee et al., official code) or ``element``.
+        fused: optimizer kernel choice (None = fused where available), see :class:`stabletune.optim.AdamW`.
+
+    Raises:
+        ConfigError: any invalid value, an unsupported architecture for a technique that needs the family table,
+            or ``reinit_layers`` larger than the number of blocks.
+    """
+    # ---- validate everything first: a bad value must not leave a half-modified model ----------------------
+    _check(isinstance(reinit_layers, int) and not isinstance(reinit_layers, bool) and reinit_layers >= 0,
+           "reinit-layers", f"must be an integer >= 0, got {reinit_layers!r}")
+    _check(isinstance(reinit_pooler, bool), "reinit-pooler", f"must be true or false, got {reinit_pooler!r}")
+    _check(_is_number(mixout) and 0.0 <= mixout < 1.0, "mixout", f"must be in [0, 1), got {mixout!r}")
+    if mixout_granularity not in GRANULARITIES:
+        raise ConfigError(f"invalid mixout granularity {mixout_granularity!r}: choose from {', '.join(GRANULARITIES)}")
+    _check(optimizer in OPTIMIZERS, "optimizer", f"{optimizer!r}, choose from {', '.join(OPTIMIZERS)}")
+    _check(_is_number(lr) and lr > 0, "lr", f"must be > 0, got {lr!r}")
+    _check(len(betas) == 2 and all(_is_number(b) and 0.0 <= b < 1.0 for b in betas), "adam-beta1/--adam-beta2",
+           f"each must be in [0, 1), got {tuple(betas)!r}")
+    _check(_is_number(eps) and eps > 0, "adam-eps", f"must be > 0, got {eps!r}")
+    _check(_is_number(weight_decay) and weight_decay >= 0, "weight-decay", f"must be >= 0, got {weight_decay!r}")
+    _check(_is_number(llrd) and 0.0 < llrd <= 1.0, "llrd", f"must be in (0, 1], got {llrd!r}")
+    _check(_is_number(pretrained_wd) and pretrained_wd >= 0, "pretrained-wd",
+           f"must be >= 0, got {pretrained_wd!r}")
+    _check(pretrained_wd_new_params in NEW_PARAM_MODES, "pretrained-wd-new-params",
+           f"{pretrained_wd_new_params!r}, choose from {', '.join(NEW_PARAM_MODES)}")
+    needs_layout = reinit_layers > 0 or reinit_pooler or llrd != 1.0 or (mixout > 0 and mixout_targets == "encoder")
+    layout = get_layout(model) if needs_layout else None  # raises ConfigError for unsupported architectures
+    if layout is not None and reinit_layers > len(layout.blocks):
+        raise ConfigError(f"invalid option --reinit-layers: {reinit_layers} exceeds the {len(layout.blocks)} "
+                          f"Transformer blocks of this {layout.family} model")
+    named = dict(model.named_parameters())
+    unknown_new = sorted(set(new_param_names) - set(named))
+    if unknown_new:
+        raise ValueError(f"prepare: new_param_names not in the model: {', '.join(unknown_new[:3])}")
+    if mixout > 0:
+        _select_mixout_targets(model, mixout_targets)  # raises now if the targets match nothing
+    if llrd != 1.0:
+        param_depths(model)  # raises now if the family table leaves a parameter unplaced
+    if layout is None and family_of(model) is not None:
+        try:
+            layout = get_layout(model)
+        except ConfigError:  # a family model without the expected layout: fine while no technique needs it
+            layout = None
+    blocks = list(layout.blocks) if layout is not None else []
+
+    # ---- 1. re-init (Section 5) ------------------------------------------------------------------------------
+    reinit_names = apply_reinit(model, num_layers=reinit_layers, reinit_pooler=reinit_pooler,
+                                generator=init_generator)
+    reinit_blocks = [name for name, _ in blocks[len(blocks) - reinit_layers:]] if reinit_layers else []
+
+    # ---- 2. snapshot theta0 (only needed by pre-trained weight decay) ---------------------------------------
+    theta0 = snapshot((n, p) for n, p in model.named_parameters() if p.requires_grad) if pretrained_wd > 0 else {}
+
+    # ---- 3. mixout (Section 7.1) ----------------------------------------------------------------------------
+    mixout_layers: list[str] = []
+    dropout_zeroed: list[str] = []
+    if mixout > 0:
+        mixout_layers = apply_mixout(model, p=float(mixout), targets=mixout_targets,
+                                     granularity=mixout_granularity, zero_dropout_modules=False)
+        dropout_zeroed = zero_dropout(model)
+
+    # ---- 4. parameter groups (weight-decay split, LLRD) and optimizer (Section 4) ----------------------------
+    groups = build_param_groups(model, lr=lr, weight_decay=weight_decay, layer_decay=llrd)
+    opt = build_optimizer(groups, name=optimizer, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                          fused=fused)
+
+    # ---- 5. pre-trained weight decay hook (Section 7.1) -----------------------------------------------------
+    new_names = set(new_param_names) | set(reinit_names)
+    named = dict(model.named_parameters())
+    after_step = build_prior_wd(opt.param_groups, named, theta0, strength=float(pretrained_wd),
+                                new_param_names=new_names, new_params=pretrained_wd_new_params) \
+        if pretrained_wd > 0 else _noop
+
+    decay_ids = {id(p) for g in groups if g["decay"] for p in g["params"]}
+    decayed = [n for n, p in named.items() if id(p) in decay_ids]
+    n_new_decayed = sum(1 for n in decayed if n in new_names)
+    record = {
+        "order": ["load", "reinit", "snapshot_theta0", "mixout", "param_groups", "optimizer"],
+        "family": layout.family if layout is not None else family_of(model),
+        "model_type": getattr(getattr(model, "config", None), "model_type", None),
+        "num_blocks": len(blocks),
+        "init_std": layout.std if layout is not None else _safe_std(model),
+        "optimizer": {"name": optimizer, "correct_bias": optimizer == "adamw", "betas": list(betas), "eps": eps,
+                      "weight_decay": weight_decay, "fused": fused},
+        "reinit": {"layers": reinit_layers, "pooler": reinit_pooler,
+                   "pooler_module": layout.pooler_reinit if (layout is not None and reinit_pooler) else None,
+                   "blocks": reinit_blocks, "params": reinit_names},
+        "mixout": {"p": float(mixout), "targets": mixout_targets, "granularity": mixout_granularity,
+                   "layers": mixout_layers, "dropout_zeroed": dropout_zeroed},
+        "llrd": float(llrd),
+        "param_groups": [{"name": g["name"], "depth": g["depth"], "lr": g["lr"], "weight_decay": g["weight_decay"],
+                          "n_params": g["n_params"], "n_tensors": len(g["params"])} for g in groups],
+        "pretrained_wd": {"lambda": float(pretrained_wd), "new_params": pretrained_wd_new_params,
+                          "new_param_names": sorted(new_names),
+                          "n_tensors_decayed": len(decayed) if pretrained_wd > 0 else 0,
+                          "n_new_tensors_in_decay_groups": n_new_decayed},
+        "n_trainable_params": sum(p.numel() for p in named.values() if p.requires_grad),
+    }
+    return Prepared(model=model, optimizer=opt, after_step=after_step, blocks=blocks, record=record)
+
+
+def _safe_std(model: nn.Module) -> float | None:
+    try:
+        return init_std(getattr(model, "config", None))
+    except ConfigError:
+        return None
