@@ -182,3 +182,23 @@ def test_callback_can_stop_a_run(tiny_model):
                 callback=lambda e: events.append(e) or (e["event"] == "eval" and e["step"] >= 4))
     assert res.status == "killed" and res.last["step"] == 4
     assert [e["step"] for e in events if e["event"] == "eval"] == [2, 4]
+
+
+def test_init_from_earlier_run_keeps_encoder_replaces_head(tiny_model, tmp_path):
+    """Intermediate-task transfer (Section 7): start from an RTE run's saved model, fine-tune STS-B (1 output)."""
+    from safetensors.torch import load_file
+
+    first = train(cfg_for(tiny_model, max_steps=3, num_evals=1, save_model=True), str(tmp_path / "rte"))
+    saved = load_file(str(tmp_path / "rte" / "model" / "model.safetensors"))
+    second = train(cfg_for(tiny_model, task="sts-b", max_steps=1, num_evals=1, lr=1e-12, save_model=True,
+                           init_from=str(tmp_path / "rte")), str(tmp_path / "stsb"))
+    assert first.status == second.status == "finished"
+    assert sorted(second.techniques["new_param_names"]) == ["classifier.bias", "classifier.weight"]
+    after = load_file(str(tmp_path / "stsb" / "model" / "model.safetensors"))
+    assert after["classifier.weight"].shape[0] == 1 and saved["classifier.weight"].shape[0] == 2
+    # lr 1e-12 with one (warm-up-free) update: the encoder is the saved one up to ~1e-12
+    key = "bert.encoder.layer.0.attention.self.query.weight"
+    torch.testing.assert_close(after[key], saved[key], atol=1e-9, rtol=0)
+    # same label space: the head is kept too
+    third = train(cfg_for(tiny_model, max_steps=1, num_evals=1, init_from=str(tmp_path / "rte")))
+    assert third.techniques["new_param_names"] == []

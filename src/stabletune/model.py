@@ -61,7 +61,10 @@ def resolve_model(name: str) -> str:
 
 
 def _hub_error(name: str, err: Exception) -> UserError:
-    return UserError(f"could not load model '{name}' ({type(err).__name__}: {str(err).splitlines()[0][:160]}); "
+    why = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+    if Path(name).is_dir():
+        return UserError(f"could not load model from {name} ({why})")
+    return UserError(f"could not load model '{name}' ({why}); "
                      "pass a local directory or --model minilm-l6 when offline")
 
 
@@ -86,15 +89,19 @@ def load_model(name: str, *, num_labels: int, dropout: float | None, attn_implem
     source = resolve_model(init_from) if init_from else resolve_model(name)
     tok_source = source
     try:
-        config = AutoConfig.from_pretrained(source, num_labels=num_labels)
+        config = AutoConfig.from_pretrained(source)
         tokenizer = AutoTokenizer.from_pretrained(tok_source)
     except (OSError, ValueError) as e:
         raise _hub_error(source, e) from None
+    # Set the head size after loading: a saved classifier's config (intermediate task) may carry another
+    # label count and problem type, which the constructor would reject in combination with ours.
+    config.problem_type = None
+    config.num_labels = num_labels
+    config.problem_type = "regression" if num_labels == 1 else "single_label_classification"
     if dropout is not None:
         for attr in _DROPOUT_ATTRS:
             if isinstance(getattr(config, attr, None), float):
                 setattr(config, attr, dropout)
-    config.problem_type = "regression" if num_labels == 1 else "single_label_classification"
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the "newly initialized weights" notice is expected: we re-draw them below

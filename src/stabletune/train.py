@@ -379,6 +379,10 @@ def _write_folder(folder, result: RunResult, split_indices: dict, model, tokeniz
     folder.write_jsonl("train_log.jsonl", result.train_log)
     folder.write_jsonl("evals.jsonl", result.evals)
     if model is not None:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
         model.save_pretrained(folder.path / "model")  # mixout targets are non-persistent buffers: not saved
+        hf_logging.enable_progress_bar()
         tokenizer.save_pretrained(folder.path / "model")
     folder.write_json("results.json", summary)  # last: its presence marks a complete run

@@ -1,0 +1,270 @@
+"""Results frames, the report (write_report) and the `stabletune report` subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stabletune.analysis.frames import ResultsFrames, canonical_task, checkpoint_from_name, from_long_csv, main_values
+from stabletune.analysis.report import write_report
+from stabletune.cli import report as report_cli
+from stabletune.errors import ConfigError, DataError, UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_CSV = (ROOT / ".." / "shared" / "reference" / "replication-bert-large-600-runs.csv").resolve()
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _cli(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="stabletune")
+    report_cli.register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv)
+
+
+# ------------------------------------------------------------------------------------------------ no torch
+def test_analysis_does_not_import_torch():
+    code = ("import sys\n"
+            "import stabletune.analysis, stabletune.analysis.frames, stabletune.analysis.stats\n"
+            "import stabletune.analysis.plots, stabletune.analysis.report\n"
+            "from stabletune.analysis import write_report\n"
+            "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
+            "assert not bad, bad\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
+# ------------------------------------------------------------------------------------------------ frames
+REF_LIKE = """method,task,seed,file,metric_name,value
+not_debiased,STS-B,0,x/not_debiased/STS-B/SEED0/test_best_log.txt,test_spearmanr,0.88
+not_debiased,STS-B,0,x/not_debiased/STS-B/SEED0/test_last_log.txt,test_spearmanr,nan
+not_debiased,STS-B,0,x/not_debiased/STS-B/SEED0/test_last_log.txt,test_loss,0.7
+standard_debiased,RTE,1,x/standard_debiased/RTE/SEED1/test_last_log.txt,test_acc,0.7
+standard_debiased,RTE,1,x/standard_debiased/RTE/SEED1/test_last_log.txt,eval_acc,0.72
+"""
+
+
+def test_from_long_csv_reference_layout(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text(REF_LIKE)
+    f = from_long_csv(path, metric_col="metric_name", file_col="file")
+    m = f.metrics
+    assert list(m["task"]) == ["sts-b", "sts-b", "sts-b", "rte", "rte"]
+    assert list(m["checkpoint"]) == ["best", "last", "last", "last", "last"]
+    assert list(m["split"]) == ["test", "test", "test", "test", "val"]
+    assert list(m["metric"]) == ["spearman", "spearman", "loss", "acc", "acc"]
+    assert np.isnan(m["value"].iloc[1])  # NaN kept, never dropped
+    assert f.meta["n_runs"] == 2 and f.meta["n_nan_values"] == 1
+    v = main_values(m, task="rte", method="standard_debiased", metric="acc", checkpoint="last", split="val")
+    assert v.tolist() == [0.72]
+
+
+def test_from_long_csv_errors(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text(REF_LIKE)
+    with pytest.raises(DataError, match=r"no column 'metric' \(--metric-col\); columns are: .*; did you mean "
+                                        r"--metric-col metric_name\?"):
+        from_long_csv(path)
+    with pytest.raises(DataError, match="not found"):
+        from_long_csv(tmp_path / "missing.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text(REF_LIKE.replace("test_best_log.txt", "test_log.txt"))
+    with pytest.raises(DataError, match=r"row 2: cannot tell best/last checkpoint from file="):
+        from_long_csv(bad, metric_col="metric_name", file_col="file")
+    bad.write_text(REF_LIKE.replace("0.88", "abc"))
+    with pytest.raises(DataError, match="'abc' is not a number"):
+        from_long_csv(bad, metric_col="metric_name", file_col="file")
+    # without the checkpoint mapping, best and last collide: reported, not silently averaged
+    with pytest.raises(DataError, match=r"row 3 repeats test_spearman of method=not_debiased, task=sts-b, seed=0 "
+                                        r"at checkpoint last: .*--checkpoint-from-file"):
+        from_long_csv(path, metric_col="metric_name")
+    f = from_long_csv(path, metric_col="metric_name", file_col="file")
+    twice = pd.concat([f.metrics, f.metrics])
+    with pytest.raises(DataError, match="has 2 values of test_spearman"):
+        main_values(twice, task="sts-b", method="not_debiased", metric="spearman", checkpoint="last", split="test")
+    with pytest.raises(DataError, match="metrics frame: missing column"):
+        ResultsFrames(metrics=pd.DataFrame({"method": ["a"]}))
+
+
+def test_name_normalisation():
+    assert [canonical_task(t) for t in ("RTE", "STS-B", "CoLA", "sst2", "MyTask")] == ["rte", "sts-b", "cola", "sst-2", "mytask"]
+    assert checkpoint_from_name("a/b/test_best_log.txt") == "best"
+    assert checkpoint_from_name("a/best_run/eval_last.json") == "last"  # basename only
+    assert checkpoint_from_name("a/b/test_log.txt") is None
+    assert checkpoint_from_name("lastbest.txt") is None
+
+
+# ------------------------------------------------------------------------------------------------ full synthetic study
+def _synthetic_frames() -> ResultsFrames:
+    """Two methods on RTE, 3 init seeds x 3 data seeds, val+test at the best checkpoint, every optional frame.
+
+    (One task and one checkpoint keep the test fast; several tasks and both checkpoints are covered by the
+    reference-CSV test.)
+    """
+    rng = np.random.default_rng(0)
+    metrics, loss, evals, dist, runs = [], [], [], [], []
+    for method, mu in (("standard_debiased", 0.66), ("reinit_debiased", 0.70)):
+        for task, metric in (("RTE", "acc"),):
+            for i in range(3):
+                for d in range(3):
+                    seed = 3 * i + d
+                    for ck in ("best",):
+                        v = rng.normal(mu, 0.02)
+                        for split in ("val", "test"):
+                            metrics.append(dict(method=method, task=task, seed=seed, init_seed=i, data_seed=d,
+                                                checkpoint=ck, split=split, metric=metric,
+                                                value=v + rng.normal(0, 0.01)))
+                    for step in range(0, 60, 10):
+                        loss.append(dict(method=method, task=task, seed=seed, step=step,
+                                         loss=0.7 / (1 + step / 20) + rng.uniform(0, 0.05)))
+                        evals.append(dict(method=method, task=task, seed=seed, step=step, metric=metric,
+                                          value=mu * (1 - np.exp(-step / 20))))
+                        for b in ("embeddings", "layer.0", "layer.1"):
+                            dist.append(dict(method=method, task=task, seed=seed, step=step, block=b,
+                                             distance=step * 0.01))
+                    runs.append(dict(method=method, task=task, seed=seed,
+                                     status="failed" if (method, task, seed) == ("reinit_debiased", "RTE", 8) else "finished"))
+    for n in (100, 200, 400):  # an iteration sweep
+        for seed in range(3):
+            for split in ("val", "test"):
+                metrics.append(dict(method=f"standard-iters-{n}", task="RTE", seed=seed, init_seed=seed, data_seed=seed,
+                                    checkpoint="best", split=split, metric="acc", value=0.6 + n / 4000 + seed / 100))
+    return ResultsFrames(
+        metrics=pd.DataFrame(metrics), train_loss=pd.DataFrame(loss), evals=pd.DataFrame(evals),
+        param_distance=pd.DataFrame(dist), runs=pd.DataFrame(runs),
+        meta={"config": "name: synthetic\nmethods: [standard_debiased, reinit_debiased]", "versions": {"torch": "2.13.0"},
+              "title": "Synthetic study"},
+    )
+
+
+def test_write_report_full_study(tmp_path):
+    frames = _synthetic_frames()
+    paths = write_report(frames, tmp_path, n_boot=100)
+    for name in ("boxplot_best", "expected_test_best", "expected_val_best", "train_loss", "val_curves",
+                 "iteration_sweep", "param_distance_rte", "seed_grid_rte", "bias_ratio"):
+        assert paths[f"figure:{name}"].read_bytes()[:8] == PNG_MAGIC, name
+    md = paths["markdown"].read_text()
+    m = frames.metrics
+    x = m[(m.method == "reinit_debiased") & (m.task == "rte") & (m.split == "test") & (m.checkpoint == "best")]["value"]
+    assert f"{100 * x.mean():.2f} ± {100 * x.std(ddof=1):.2f} (n=9)" in md
+    assert "Synthetic study" in md and "1 run(s) failed" in md and "name: synthetic" in md
+    assert "torch: 2.13.0" in md and "Model selection on the validation split" in md
+    assert "Student's t-test" in md and "`standard_debiased`" in md
+    assert "table:summary_last" not in paths  # no last-checkpoint results: no empty table
+    s = pd.read_csv(paths["table:summary_best"])
+    assert set(s["method"]) >= {"standard_debiased", "reinit_debiased"}
+
+    html = paths["html"].read_text()
+    assert not re.search(r"(src|href)=\"(?!data:)", html), "external resource in report.html"
+    assert "http://" not in html and "https://" not in html and "<link" not in html
+    imgs = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([^"]+)"', html)
+    assert len(imgs) == sum(k.startswith("figure:") for k in paths)
+    assert all(base64.b64decode(b)[:8] == PNG_MAGIC for b in imgs)
+    assert '<table id="summary-best"' in html and '<table id="degenerate-best"' in html
+
+
+
+def test_write_report_errors(tmp_path):
+    frames = _synthetic_frames()
+    with pytest.raises(UserError, match="unknown baseline method 'nope'; methods are: standard_debiased"):
+        write_report(frames, tmp_path, baseline="nope")
+    only_val = ResultsFrames(metrics=frames.metrics[frames.metrics.split == "val"])
+    with pytest.raises(UserError, match="no test-split values"):
+        write_report(only_val, tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def test_report_cli_user_errors(tmp_path, monkeypatch):
+    csv = tmp_path / "r.csv"
+    csv.write_text(REF_LIKE)
+    for argv, err, msg in (
+        (["report", "--out", str(tmp_path)], ConfigError, "exactly one"),
+        (["report", "s.yaml", "--from-csv", str(csv)], ConfigError, "exactly one"),
+        (["report", str(tmp_path / "nope.yaml")], DataError, "study file not found"),
+        (["report", "--from-csv", str(csv)], DataError, "--metric-col"),
+        (["report", "--from-csv", str(csv), "--metric-col", "metric_name", "--checkpoint-from-file", "file",
+          "--baseline", "nope", "--out", str(tmp_path / "o")], UserError, "unknown baseline method 'nope'"),
+        (["report", "--from-csv", str(csv), "--metric-col", "metric_name", "--metric", "rte="], ConfigError, "--metric"),
+    ):
+        args = _cli(argv)
+        with pytest.raises(err, match=msg):
+            args.func(args)
+    # a study whose store reader does not exist yet / does
+    study = tmp_path / "s.yaml"
+    study.write_text("name: s\n")
+    monkeypatch.setitem(sys.modules, "stabletune.study", types.ModuleType("stabletune.study"))
+    args = _cli(["report", str(study), "--out", str(tmp_path / "o")])
+    with pytest.raises(UserError, match="load_frames is not available"):
+        args.func(args)
+    fake = types.ModuleType("stabletune.study")
+    small = pd.DataFrame([dict(method=meth, task="rte", seed=s, checkpoint="last", split=split, metric="acc",
+                               value=0.6 + 0.01 * s + 0.05 * (meth == "reinit_debiased"))
+                          for meth in ("standard_debiased", "reinit_debiased") for s in range(4)
+                          for split in (("test", "val") if meth == "standard_debiased" else ("test",))])
+    fake.load_frames = lambda path: ResultsFrames(metrics=small, meta={"baseline": "reinit_debiased"})
+    monkeypatch.setitem(sys.modules, "stabletune.study", fake)
+    args = _cli(["report", str(study), "--out", str(tmp_path / "o"), "--n-boot", "20", "--metric", "acc", "--welch",
+                 "--title", "From a study"])  # the baseline comes from the study's meta
+    assert args.func(args) == 0 and (tmp_path / "o" / "report.html").is_file()
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert md.startswith("# From a study") and "Welch's t-test" in md and "method > `reinit_debiased`" in md
+    # validation scores for one method only: each curve says how it was selected
+    assert "Validation scores exist for some methods only" in md
+    exp = pd.read_csv(tmp_path / "o" / "tables" / "expected_performance.csv").drop_duplicates("method")
+    assert dict(zip(exp["method"], exp["selection"])) == {"standard_debiased": "validation",
+                                                          "reinit_debiased": "max test (no validation scores)"}
+
+
+@pytest.mark.skipif(not REFERENCE_CSV.is_file(), reason=f"reference CSV not found at {REFERENCE_CSV}")
+def test_report_on_reference_csv(tmp_path, capsys):
+    """The reference replication CSV through the CLI: table, degenerate counts, expected-performance curves."""
+    out = tmp_path / "ref"
+    argv = ["report", "--from-csv", str(REFERENCE_CSV), "--metric-col", "metric_name", "--checkpoint-from-file",
+            "file", "--out", str(out), "--n-boot", "300"]
+    try:
+        from stabletune.cli import main  # noqa: F401  (the lead's entry point)
+    except ImportError:
+        main = None
+    if main is not None:
+        res = subprocess.run([sys.executable, "-m", "stabletune", *argv], capture_output=True, text=True, timeout=300,
+                             cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        stdout = res.stdout
+    else:
+        args = _cli(argv)
+        assert args.func(args) == 0
+        stdout = capsys.readouterr().out
+
+    # independent computation from the raw file
+    raw = pd.read_csv(REFERENCE_CSV)
+    raw = raw[raw.file.str.endswith("test_last_log.txt")]
+
+    def vals(method, task, metric):
+        return raw[(raw.method == method) & (raw.task == task) & (raw.metric_name == metric)]["value"]
+
+    md = (out / "report.md").read_text()
+    std_rte = vals("standard_debiased", "RTE", "test_acc")
+    assert f"{100 * std_rte.mean():.2f} ± {100 * std_rte.std(ddof=1):.2f} (n=50)" in md
+    assert f"{100 * std_rte.mean():6.2f} ± {100 * std_rte.std(ddof=1):.2f} (n=50)" in stdout
+    sts = vals("not_debiased", "STS-B", "test_spearmanr")
+    assert f"{100 * sts.mean():.2f} ± {100 * sts.std(ddof=1):.2f} (n=50, {sts.isna().sum()} NaN)" in md
+    assert f"{sts.isna().sum()} NaN excluded" in stdout
+    s = pd.read_csv(out / "tables" / "summary_last.csv")
+    assert (s["n"] == s["n"]).all() and s.loc[(s.method == "not_debiased") & (s.task == "sts-b"), "n"].item() == 50
+    # degenerate not_debiased RTE runs (<= majority 52.5 % + rounding) and constant STS-B predictors
+    n_rte = int((vals("not_debiased", "RTE", "test_acc") <= 0.5255).sum())
+    assert f"| not_debiased | {n_rte}/50 ({100 * n_rte / 50:.0f} %)" in md
+    assert f"{sts.isna().sum()} constant" in md
+    # no validation scores in this file: the expected-performance curves say what they are
+    assert "No validation scores in these results" in md and (out / "figures" / "expected_max_test_last.png").is_file()
+    exp = pd.read_csv(out / "tables" / "expected_performance.csv")
+    assert set(exp["selection"]) == {"max test (no validation scores)"}
+    assert len(exp[(exp.task == "rte") & (exp.method == "reinit_debiased") & (exp.checkpoint == "last")]) == 50
