@@ -1,0 +1,125 @@
+"""`stabletune study run|status|export`: methods x tasks x seeds from one YAML file, stored in SQLite.
+
+    stabletune study run studies/smoke.yaml [--backend local|ray] [--workers N] [--quiet] [--retry-failed]
+    stabletune study status studies/smoke.yaml
+    stabletune study export studies/smoke.yaml --format csv [--out smoke.csv]
+
+An invalid study file is reported in one line (exit 2) before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub) -> None:
+    p = sub.add_parser("study", help="run, resume, inspect and export multi-seed studies",
+                       description="Methods x tasks x seeds from one study YAML, stored in SQLite "
+                                   "(<name>.db next to the file), resumable after any crash. See docs/studies.md.")
+    p.set_defaults(func=lambda args: (p.print_help(sys.stderr), 2)[1])
+    ss = p.add_subparsers(dest="study_command", metavar="ACTION")
+
+    r = ss.add_parser("run", help="run (or resume) a study",
+                      description="Run every run of the study that has no result yet; rerun after a crash to "
+                                  "resume. Example: stabletune study run studies/smoke.yaml --workers 2")
+    _common(r)
+    r.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: a process pool on this machine (default); ray: one Ray task per run")
+    r.add_argument("--workers", type=int, metavar="N",
+                   help="concurrent runs (local default: one per core up to 4 cores; 0: run in this process)")
+    r.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster instead of starting a local one")
+    r.add_argument("--data-dir", metavar="DIR", help="GLUE folder for every run (overrides the study file)")
+    r.add_argument("--quiet", action="store_true", help="one log line per finished run instead of a progress bar")
+    r.add_argument("--retry-failed", action="store_true", help="also redo runs recorded as failed")
+    k = r.add_argument_group("early kill (Dodge et al., 2020; off by default)")
+    k.add_argument("--early-kill", action="store_true",
+                   help="stop runs whose validation score at an early evaluation is below the quantile of their "
+                        "finished peers (same method/task) or below a threshold; recorded as killed")
+    k.add_argument("--early-kill-eval", type=int, default=2, metavar="K",
+                   help="the evaluation to judge at, 1-based (default 2, i.e. the 2nd of 10)")
+    k.add_argument("--early-kill-quantile", type=float, metavar="Q",
+                   help="kill below this quantile of the peers' scores (default 0.5 unless a threshold is given)")
+    k.add_argument("--early-kill-threshold", type=float, metavar="X", help="kill below this score")
+    k.add_argument("--early-kill-min-peers", type=int, default=3, metavar="M",
+                   help="peers needed before the quantile rule applies (default 3)")
+    r.set_defaults(func=cmd_run)
+
+    s = ss.add_parser("status", help="done / running / failed / pending runs and ETA",
+                      description="Show how far a study is (reads the database, writes nothing).")
+    _common(s)
+    s.add_argument("--workers", type=int, metavar="N", help="workers assumed for the ETA (default: as `run`)")
+    s.add_argument("--json", action="store_true", help="print the status as JSON")
+    s.set_defaults(func=cmd_status)
+
+    e = ss.add_parser("export", help="write one row per run as CSV or Parquet",
+                      description="Export the study's runs (method, task, phase, seeds, status, timings, "
+                                  "best/last val and test metrics).")
+    _common(e)
+    e.add_argument("--format", choices=("csv", "parquet"), default="csv", help="file format (default csv)")
+    e.add_argument("--out", metavar="PATH", help="output file (default: the database path with .csv/.parquet)")
+    e.set_defaults(func=cmd_export)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("study", metavar="FILE", help="the study YAML (e.g. studies/smoke.yaml)")
+    p.add_argument("--db", metavar="PATH", help="the SQLite database (default: <name>.db next to FILE)")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from stabletune.study import EarlyKill, load_study, run_study
+
+    spec = load_study(args.study)  # validate before anything else
+    early = None
+    if args.early_kill or args.early_kill_quantile is not None or args.early_kill_threshold is not None:
+        quantile = args.early_kill_quantile
+        if quantile is None and args.early_kill_threshold is None:
+            quantile = 0.5
+        early = EarlyKill(at_eval=args.early_kill_eval, quantile=quantile, threshold=args.early_kill_threshold,
+                          min_peers=args.early_kill_min_peers)
+    out = run_study(spec, db=args.db, backend=args.backend, workers=args.workers, ray_address=args.ray_address,
+                    quiet=args.quiet, early_kill=early, retry_failed=args.retry_failed, data_dir=args.data_dir)
+    counts = ", ".join(f"{k} {v}" for k, v in out.counts.items() if v)
+    sys.stderr.write(f"study {out.name}: {counts} of {out.total} runs ({out.ran} run now, {out.copied} reused "
+                     f"from the search) in {out.wall_s:.1f} s; database {out.db}\n")
+    for label, err in out.failures:
+        sys.stderr.write(f"  failed: {label}: {err}\n")
+    for method, task in out.blocked:
+        sys.stderr.write(f"  blocked: {method}/{task}: no search candidate produced a validation score\n")
+    return 0 if out.ok else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from stabletune.study import study_status
+
+    st = study_status(args.study, db=args.db, workers=args.workers)
+    if args.json:
+        st = {**st, "groups": {f"{m}/{t}": c for (m, t), c in st["groups"].items()}}
+        print(json.dumps(st, indent=2, default=str))
+        return 0
+    from stabletune.study.runner import format_seconds
+
+    c = st["counts"]
+    state = "running now" if st["live"] else ("not running" if st["exists"] else "not started (no database yet)")
+    print(f"study {st['name']}: {state}; database {st['db']}")
+    done = c["finished"] + c["diverged"] + c["killed"]
+    print(f"  {done}/{st['total']} done (finished {c['finished']}, diverged {c['diverged']}, killed {c['killed']}), "
+          f"running {c['running']}, interrupted {c['interrupted']}, failed {c['failed']}, pending {c['pending']}")
+    if st["mean_run_s"] is not None:
+        print(f"  mean run {st['mean_run_s']:.1f} s; ETA {format_seconds(st['eta_s'])} with {st['workers']} worker(s)")
+    for (method, task), g in st["groups"].items():
+        print(f"  {method:<20} {task:<12} " + " ".join(f"{k} {v}" for k, v in sorted(g.items())))
+    for line in st["choices"]:
+        print(f"  search: {line}")
+    for method, task in st["blocked"]:
+        print(f"  blocked: {method}/{task}: no search candidate produced a validation score")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from stabletune.study import export_results
+
+    path = export_results(args.study, fmt=args.format, out=args.out, db=args.db)
+    print(path)
+    return 0

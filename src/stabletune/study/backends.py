@@ -1,0 +1,436 @@
+"""Where a study's runs execute: in the driver (``inline``), a local process pool (``local``) or Ray (``ray``).
+
+Every backend runs :func:`execute` on a job ``{"run_id", "config" (RunConfig dict), "kill"}`` and hands back
+an outcome dict (``RunResult.to_dict()`` or the error). Backends never touch the study database: only the
+driver writes SQLite.
+
+Threads: on this project's 2-core machine, 2 processes x 1 torch thread gave 20-27 % more throughput than
+1 process x 2 threads, so :func:`default_workers` prefers processes (one per core up to 4 cores, then
+4-thread workers) and each worker sets ``torch.set_num_threads(cores // workers)``. With NVIDIA GPUs the local
+pool runs one worker per GPU, each seeing only its own (``CUDA_VISIBLE_DEVICES``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+import queue as _queue
+import socket
+import threading
+import time
+import traceback
+from typing import Any, Callable
+
+from stabletune.errors import UserError
+
+RunFn = Callable[..., Any]
+Sink = Callable[[tuple], None]
+
+#: Seconds between progress messages of one run (evaluations are always sent).
+PROGRESS_INTERVAL = 1.0
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def visible_gpus() -> list[str]:
+    """NVIDIA GPUs this process may use (CUDA_VISIBLE_DEVICES, else /proc/driver/nvidia), without importing torch."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        return [str(i) for i in range(len(os.listdir("/proc/driver/nvidia/gpus")))]
+    except OSError:
+        return []
+
+
+def default_workers(cores: int | None = None, gpus: int | None = None) -> int:
+    """Concurrent runs for the local backend: one per GPU if there are GPUs; else one per core up to 4 cores,
+    then one per 4 cores."""
+    gpus = len(visible_gpus()) if gpus is None else gpus
+    if gpus:
+        return gpus
+    cores = cores or available_cores()
+    return cores if cores <= 4 else max(1, cores // 4)
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    return max(1, (cores or available_cores()) // max(1, workers))
+
+
+# ------------------------------------------------------------------------------------------------
+# The worker side
+# ------------------------------------------------------------------------------------------------
+def execute(job: dict, run_fn: RunFn | None = None, sink: Sink | None = None) -> dict:
+    """Run one job and return its outcome (never raises for a failing run).
+
+    Args:
+        job: ``{"run_id", "config": RunConfig dict, "kill": {"at_eval", "threshold"} | None}``.
+        run_fn: ``train(cfg, out_dir, *, callback)``; default :func:`stabletune.train.train`.
+        sink: receives ``(run_id, step, total, score)`` progress tuples.
+
+    Returns:
+        ``{"run_id", "ok", "result" | "error", "user_error", "started_at", "host", "pid"}``.
+    """
+    from stabletune.config import RunConfig
+    from stabletune.errors import UserError as _UserError
+    from stabletune.study.store import utcnow
+
+    run_id = job["run_id"]
+    started = utcnow()
+    base = {"run_id": run_id, "started_at": started, "host": socket.gethostname(), "pid": os.getpid()}
+    kill = job.get("kill")
+    state = {"evals": 0, "sent": 0.0}
+
+    def callback(event: dict) -> bool:
+        now = time.monotonic()
+        if event.get("event") == "eval":
+            state["evals"] += 1
+            score = event.get("score")
+            if sink:
+                sink((run_id, event["step"], event["total"], score))
+            if kill and state["evals"] == kill["at_eval"]:
+                return not (score is not None and score >= kill["threshold"])  # NaN counts as below
+        elif sink and now - state["sent"] >= PROGRESS_INTERVAL:
+            state["sent"] = now
+            sink((run_id, event["step"], event["total"], None))
+        return False
+
+    try:
+        if run_fn is None:
+            from stabletune.train import train as run_fn
+        cfg = RunConfig(**job["config"]).validate()
+        result = run_fn(cfg, None, callback=callback)
+        data = result.to_dict() if hasattr(result, "to_dict") else dict(result)
+        return {**base, "ok": True, "result": data}
+    except Exception as e:  # a failed run is a result of the study, not a crash of it
+        return {**base, "ok": False, "error": f"{type(e).__name__}: {e}", "user_error": isinstance(e, _UserError),
+                "traceback": traceback.format_exc()}
+
+
+# --- local process pool ---------------------------------------------------------------------------
+_worker_sink: Any = None
+
+
+def assign_gpu(counter: Any, gpu_ids: list[str]) -> str | None:
+    """Give this worker the next GPU of ``gpu_ids`` round-robin (CUDA_VISIBLE_DEVICES, before torch loads)."""
+    if not gpu_ids:
+        return None
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    gpu = gpu_ids[index % len(gpu_ids)]
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    return gpu
+
+
+def _init_worker(progress_queue: Any, threads: int, parent_pid: int, counter: Any = None,
+                 gpu_ids: list[str] | None = None) -> None:
+    """Pool initializer: a GPU of its own, torch threads, the progress queue, and exit when the driver dies
+    (even by SIGKILL)."""
+    global _worker_sink
+    _worker_sink = progress_queue
+    if counter is not None:
+        assign_gpu(counter, gpu_ids or [])
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+
+    def watchdog() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watchdog, daemon=True, name="stabletune-watchdog").start()
+
+
+def _pool_execute(job: dict, run_fn: RunFn | None) -> dict:
+    def sink(msg: tuple) -> None:
+        try:
+            _worker_sink.put_nowait(msg)
+        except Exception:  # progress is best effort
+            pass
+    return execute(job, run_fn, sink if _worker_sink is not None else None)
+
+
+# ------------------------------------------------------------------------------------------------
+# The driver side
+# ------------------------------------------------------------------------------------------------
+class Backend:
+    """Submit jobs, collect outcomes. ``capacity`` = runs in flight at once."""
+
+    name = "backend"
+    capacity = 1
+    threads = 1
+
+    def start(self) -> None:  # pragma: no cover - interface
+        pass
+
+    def submit(self, job: dict) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def wait(self, timeout: float) -> list[dict]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def progress(self) -> list[tuple]:
+        return []
+
+    def close(self, cancel: bool = False) -> None:
+        pass
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.capacity} concurrent run(s) x {self.threads} thread(s)"
+
+
+class InlineBackend(Backend):
+    """Runs each job in the driver process, one at a time (``--workers 0``: debugging, tests)."""
+
+    name = "inline"
+
+    def __init__(self, run_fn: RunFn | None = None, threads: int | None = None, sink: Sink | None = None):
+        self.run_fn = run_fn
+        self.threads = threads or available_cores()
+        self.sink = sink
+        self._done: list[dict] = []
+
+    def submit(self, job: dict) -> None:
+        self._done.append(execute(job, self.run_fn, self.sink))
+
+    def wait(self, timeout: float) -> list[dict]:
+        done, self._done = self._done, []
+        return done
+
+
+class LocalBackend(Backend):
+    """A ``ProcessPoolExecutor`` of ``workers`` spawned processes, each with ``threads`` torch threads."""
+
+    name = "local"
+
+    def __init__(self, workers: int, threads: int, run_fn: RunFn | None = None, context: str = "spawn",
+                 gpu_ids: list[str] | None = None):
+        self.capacity = workers
+        self.threads = threads
+        self.run_fn = run_fn
+        self.context = context
+        self.gpu_ids = list(gpu_ids or [])
+        self._pool: cf.ProcessPoolExecutor | None = None
+        self._queue: Any = None
+        self._futures: dict[cf.Future, str] = {}
+
+    def start(self) -> None:
+        ctx = mp.get_context(self.context)
+        self._queue = ctx.Queue()
+        counter = ctx.Value("i", 0) if self.gpu_ids else None
+        self._pool = cf.ProcessPoolExecutor(max_workers=self.capacity, mp_context=ctx, initializer=_init_worker,
+                                            initargs=(self._queue, self.threads, os.getpid(), counter,
+                                                      self.gpu_ids))
+
+    def submit(self, job: dict) -> None:
+        if self._pool is None:
+            self.start()
+        self._futures[self._pool.submit(_pool_execute, job, self.run_fn)] = job["run_id"]
+
+    def wait(self, timeout: float) -> list[dict]:
+        if not self._futures:
+            return []
+        done, _ = cf.wait(list(self._futures), timeout=timeout, return_when=cf.FIRST_COMPLETED)
+        out, broken = [], False
+        for fut in done:
+            run_id = self._futures.pop(fut)
+            try:
+                out.append(fut.result())
+            except cf.process.BrokenProcessPool:
+                broken = True
+                out.append({"run_id": run_id, "ok": False, "user_error": False,
+                            "error": "worker process died (killed, or out of memory?)"})
+            except Exception as e:  # e.g. an unpicklable result
+                out.append({"run_id": run_id, "ok": False, "user_error": False,
+                            "error": f"{type(e).__name__}: {e}"})
+        if broken:  # every other run of the broken pool fails too; start a fresh pool for the rest
+            for fut, run_id in list(self._futures.items()):
+                out.append({"run_id": run_id, "ok": False, "user_error": False,
+                            "error": "worker process died (killed, or out of memory?)"})
+            self._futures.clear()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        return out
+
+    def describe(self) -> str:
+        gpus = f", GPU {'/'.join(self.gpu_ids)} (one per worker)" if self.gpu_ids else ""
+        return f"{self.name}: {self.capacity} concurrent run(s) x {self.threads} thread(s){gpus}"
+
+    def progress(self) -> list[tuple]:
+        msgs = []
+        while self._queue is not None:
+            try:
+                msgs.append(self._queue.get_nowait())
+            except (_queue.Empty, OSError, EOFError):
+                break
+        return msgs
+
+    def close(self, cancel: bool = False) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+            self._pool = None
+        if self._queue is not None:
+            self._queue.close()
+            self._queue.cancel_join_thread()
+            self._queue = None
+
+
+def _ray_execute(job: dict, run_fn: RunFn | None, progress_queue: Any) -> dict:
+    """Ray task body: ``execute`` with progress sent to a ``ray.util.queue.Queue``."""
+    def sink(msg: tuple) -> None:
+        try:
+            progress_queue.put_nowait(msg)
+        except Exception:  # progress is best effort
+            pass
+    threads = job["config"].get("threads")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    return execute(job, run_fn, sink if progress_queue is not None else None)
+
+
+class RayBackend(Backend):
+    """Each run a ``ray.remote(num_cpus=threads, num_gpus=gpus)`` task; results flow back to the driver.
+
+    Starts a local Ray instance (``ray.init()``) unless ``address`` names a cluster (``--ray-address``).
+    """
+
+    name = "ray"
+
+    def __init__(self, workers: int | None, run_fn: RunFn | None = None, address: str | None = None,
+                 cpus_per_run: int | None = None, gpus_per_run: float | None = None):
+        self._workers = workers
+        self.run_fn = run_fn
+        self.address = address
+        self.cpus_per_run = cpus_per_run
+        self.gpus_per_run = gpus_per_run
+        self._refs: dict[Any, str] = {}
+        self._started_ray = False
+        self._queue = None
+
+    @staticmethod
+    def import_ray():
+        try:
+            import ray
+        except ImportError:
+            raise UserError("--backend ray needs Ray: pip install 'stabletune[ray]' (or pip install ray)") from None
+        return ray
+
+    def start(self) -> None:
+        ray = self.import_ray()
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                      "logging_level": "ERROR"}
+            if self.address:
+                kwargs["address"] = self.address
+            else:
+                kwargs["num_cpus"] = available_cores()
+            try:
+                ray.init(**kwargs)
+            except (ConnectionError, ValueError, RuntimeError) as e:
+                where = self.address or "a local Ray instance"
+                raise UserError(f"cannot start or reach {where}: {str(e).splitlines()[0]}") from None
+            self._started_ray = True
+        resources = ray.cluster_resources()
+        cpus = int(resources.get("CPU", 1))
+        gpus = resources.get("GPU", 0)
+        if self.gpus_per_run is None:
+            self.gpus_per_run = 1 if gpus >= 1 else 0
+        if self.cpus_per_run is None:
+            workers = self._workers or (int(gpus) if self.gpus_per_run else default_workers(cpus, gpus=0))
+            self.cpus_per_run = threads_per_worker(max(1, workers), cpus)
+        self.threads = self.cpus_per_run
+        if self._workers:
+            self.capacity = self._workers
+        elif self.gpus_per_run:
+            self.capacity = max(1, int(gpus // self.gpus_per_run))
+        else:
+            self.capacity = max(1, cpus // self.cpus_per_run)
+        from ray.util.queue import Queue
+
+        self._queue = Queue(actor_options={"num_cpus": 0})
+        self._remote = ray.remote(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run,
+                                  max_retries=0)(_ray_execute)
+
+    def submit(self, job: dict) -> None:
+        self._refs[self._remote.remote(job, self.run_fn, self._queue)] = job["run_id"]
+
+    def wait(self, timeout: float) -> list[dict]:
+        if not self._refs:
+            return []
+        ray = self.import_ray()
+        ready, _ = ray.wait(list(self._refs), num_returns=len(self._refs), timeout=timeout)
+        out = []
+        for ref in ready:
+            run_id = self._refs.pop(ref)
+            try:
+                out.append(ray.get(ref))
+            except Exception as e:  # worker crash, object lost ...
+                out.append({"run_id": run_id, "ok": False, "user_error": False,
+                            "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
+        return out
+
+    def progress(self) -> list[tuple]:
+        if self._queue is None:
+            return []
+        try:
+            n = self._queue.qsize()
+            return self._queue.get_nowait_batch(n) if n else []
+        except Exception:
+            return []
+
+    def close(self, cancel: bool = False) -> None:
+        ray = self.import_ray()
+        if cancel:
+            for ref in list(self._refs):
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:
+                    pass
+        self._refs.clear()
+        if self._queue is not None:
+            try:
+                self._queue.shutdown()
+            except Exception:
+                pass
+            self._queue = None
+        if self._started_ray:
+            ray.shutdown()
+            self._started_ray = False
+
+    def describe(self) -> str:
+        where = self.address or "local Ray"
+        return (f"ray ({where}): {self.capacity} concurrent run(s) x {self.cpus_per_run} CPU"
+                + (f" x {self.gpus_per_run} GPU" if self.gpus_per_run else ""))
+
+
+def make_backend(name: str, *, workers: int | None = None, run_fn: RunFn | None = None,
+                 ray_address: str | None = None, sink: Sink | None = None) -> Backend:
+    """``inline`` (or ``local`` with ``workers=0``), ``local`` or ``ray``."""
+    if workers is not None and workers < 0:
+        raise UserError(f"invalid option --workers: must be >= 0, got {workers}")
+    if name == "inline" or (name == "local" and workers == 0):
+        return InlineBackend(run_fn, sink=sink)
+    if name == "local":
+        gpus = visible_gpus()
+        n = workers or default_workers(gpus=len(gpus))
+        return LocalBackend(n, threads_per_worker(n), run_fn, gpu_ids=gpus)
+    if name == "ray":
+        RayBackend.import_ray()
+        return RayBackend(workers or None, run_fn, ray_address)
+    raise UserError(f"unknown backend {name!r}: choose local or ray")

@@ -1,0 +1,194 @@
+"""Read a study database into pandas: one row per run (:func:`load_results`), the report engine's
+:class:`~stabletune.analysis.frames.ResultsFrames` (:func:`load_frames`), and CSV/Parquet export.
+
+Only the runs of the study's current plan are read (the latest study file stored in the database, or the one
+given): runs left over from an earlier version of the file (another learning rate, say) never mix in.
+No torch here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from stabletune.errors import ConfigError, DataError, UserError
+from stabletune.study.spec import StudySpec, load_study, parse_study
+from stabletune.study.store import TERMINAL, Store
+from stabletune.study.tuning import Planner
+
+log = logging.getLogger(__name__)
+
+RUN_COLUMNS = ("run_id", "method", "task", "phase", "seed", "init_seed", "data_seed", "split_seed", "candidate",
+               "status", "error", "attempts", "main_metric", "best_val", "best_step", "last_step", "num_steps",
+               "wall_s", "train_s", "examples_per_s", "peak_memory_mb", "copied_from", "host", "created_at",
+               "started_at", "finished_at")
+
+
+def _open(source: str | Path | StudySpec, db: str | Path | None) -> tuple[Store, StudySpec | None]:
+    """(read-only store, spec or None) from a study YAML / StudySpec or a database path."""
+    if isinstance(source, StudySpec):
+        spec = source
+    else:
+        p = Path(source)
+        spec = load_study(p) if p.suffix.lower() in (".yaml", ".yml") else None
+        if spec is None:
+            db = db or p
+    db_path = Path(db) if db is not None else spec.default_db
+    store = Store.open(db_path, readonly=True)
+    if spec is None:
+        row = store.latest_spec()
+        if row is not None:
+            try:
+                spec = parse_study(row["spec_text"], row["spec_path"])
+            except ConfigError as e:
+                log.warning("cannot re-read the study file stored in %s (%s); reading every run", db_path, e)
+    return store, spec
+
+
+def _planned_rows(store: Store, spec: StudySpec | None, all_runs: bool) -> list[Any]:
+    if all_runs or spec is None:
+        return store.runs()
+    ids = Planner(spec).plan(store).ids  # in plan order: phase, seed, task, method
+    rows = {r["run_id"]: r for r in store.runs(ids)}
+    return [rows[i] for i in ids if i in rows]
+
+
+def load_results(source: str | Path | StudySpec, *, db: str | Path | None = None, phase: str | None = None,
+                 all_runs: bool = False) -> pd.DataFrame:
+    """One row per run: method, task, phase, seeds, status, timings, best validation score, and one column
+    per stored metric ``<checkpoint>_<split>_<metric>`` (e.g. ``best_test_acc``, ``last_test_acc``).
+
+    Args:
+        source: study YAML (its database is ``<name>.db`` beside it unless ``db``) or a database path.
+        db: the database, when ``source`` is a study file.
+        phase: ``"search"`` or ``"final"`` only (default both).
+        all_runs: include stored runs that the current study file no longer plans.
+    """
+    store, spec = _open(source, db)
+    with store:
+        rows = _planned_rows(store, spec, all_runs)
+        ids = [r["run_id"] for r in rows]
+        metrics = _query(store, "test_metrics", ids)
+    df = pd.DataFrame([{k: r[k] for k in RUN_COLUMNS} for r in rows], columns=list(RUN_COLUMNS))
+    if phase is not None:
+        df = df[df["phase"] == phase]
+    if not metrics.empty:
+        metrics["column"] = metrics["checkpoint"] + "_" + metrics["split"] + "_" + metrics["metric"]
+        wide = metrics.pivot_table(index="run_id", columns="column", values="value", aggfunc="first", dropna=False)
+        order = sorted(wide.columns, key=lambda c: (c.split("_")[1] != "test", c.split("_")[0] != "best", c))
+        df = df.merge(wide[order], how="left", left_on="run_id", right_index=True)
+    return df.reset_index(drop=True)
+
+
+def _query(store: Store, table: str, ids: list[str]) -> pd.DataFrame:
+    frames = []
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        frames.append(pd.read_sql_query(f"SELECT * FROM {table} WHERE run_id IN ({','.join('?' * len(chunk))})",
+                                        store.conn, params=chunk))
+    if not frames:
+        cols = [r[1] for r in store.conn.execute(f"PRAGMA table_info({table})")]
+        return pd.DataFrame(columns=cols)
+    return pd.concat(frames, ignore_index=True)
+
+
+def load_frames(study_path: str | Path | StudySpec, *, db: str | Path | None = None,
+                phase: str = "final") -> Any:
+    """The study's results as :class:`stabletune.analysis.frames.ResultsFrames` (the report engine's input).
+
+    Args:
+        study_path: the study YAML (or a :class:`StudySpec`, or a database path).
+        db: the database (default ``<name>.db`` beside the study file).
+        phase: ``"final"`` (the reported runs; default) or ``"search"`` (e.g. Figure 8's curves).
+
+    Returns:
+        ResultsFrames with ``metrics`` (method, task, seed, checkpoint, split, metric, value, init_seed,
+        data_seed, run_id, status, max_steps), ``train_loss``, ``evals``, ``param_distance``, ``runs`` and
+        ``meta`` (study config text, versions, run counts). Only runs with a terminal status are included.
+    """
+    from stabletune.analysis.frames import ResultsFrames
+
+    if phase not in ("search", "final"):
+        raise UserError(f"phase must be 'search' or 'final', got {phase!r}")
+    store, spec = _open(study_path, db)
+    with store:
+        rows = [r for r in _planned_rows(store, spec, False) if r["phase"] == phase]
+        n_planned = len(rows)
+        rows = [r for r in rows if r["status"] in TERMINAL]
+        ids = [r["run_id"] for r in rows]
+        runs = pd.DataFrame([{k: r[k] for k in RUN_COLUMNS} for r in rows], columns=list(RUN_COLUMNS))
+        keys = runs[["run_id", "method", "task", "seed", "init_seed", "data_seed", "status", "num_steps"]]
+        metrics = _query(store, "test_metrics", ids)
+        train_loss = _query(store, "train_loss", ids)
+        evals = _query(store, "evals", ids)
+        dist = _query(store, "param_distance", ids)
+        spec_row = store.latest_spec()
+        versions: dict[str, Any] = {}
+        for r in rows:
+            if r["environment"]:
+                versions = json.loads(r["environment"]).get("versions") or {}
+                if versions:
+                    break
+
+    def with_keys(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+        out = keys.merge(df, on="run_id", how="inner")
+        return out[["method", "task", "seed"] + cols + ["init_seed", "data_seed", "run_id"]]
+
+    if metrics.empty:
+        metrics_df = pd.DataFrame(columns=["method", "task", "seed", "checkpoint", "split", "metric", "value",
+                                           "init_seed", "data_seed", "run_id", "status", "max_steps"])
+    else:
+        metrics_df = keys.merge(metrics, on="run_id", how="inner").rename(columns={"num_steps": "max_steps"})
+        metrics_df = metrics_df[["method", "task", "seed", "checkpoint", "split", "metric", "value", "init_seed",
+                                 "data_seed", "run_id", "status", "max_steps", "step"]]
+    meta = {
+        "config": spec_row["spec_text"] if spec_row is not None else (spec.text if spec else None),
+        "study": spec.name if spec else (spec_row["name"] if spec_row is not None else None),
+        "baseline": spec.baseline if spec else None,
+        "versions": versions,
+        "n_runs": len(rows),
+        "n_planned": n_planned,
+        "phase": phase,
+        "source": str(store.path),
+    }
+    return ResultsFrames(
+        metrics=metrics_df,
+        train_loss=with_keys(train_loss, ["step", "loss", "lr", "grad_norm"]) if not train_loss.empty else None,
+        evals=with_keys(evals, ["step", "epoch", "metric", "value"]) if not evals.empty else None,
+        param_distance=with_keys(dist, ["step", "block", "distance"]) if not dist.empty else None,
+        runs=runs if not runs.empty else None,
+        meta=meta,
+    )
+
+
+def export_results(source: str | Path, *, fmt: str = "csv", out: str | Path | None = None,
+                   db: str | Path | None = None) -> Path:
+    """Write :func:`load_results` as CSV or Parquet (default path: the database's, with the new suffix)."""
+    if fmt not in ("csv", "parquet"):
+        raise UserError(f"unknown export format {fmt!r}: choose csv or parquet")
+    df = load_results(source, db=db)
+    if out is None:
+        if db is not None:
+            base = Path(db)
+        elif Path(source).suffix.lower() in (".yaml", ".yml"):
+            base = load_study(source).default_db
+        else:
+            base = Path(source)
+        out = base.with_suffix(f".{fmt}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        df.to_csv(out, index=False)
+    else:
+        try:
+            df.to_parquet(out, index=False)
+        except ImportError:
+            raise UserError("--format parquet needs pyarrow: pip install pyarrow") from None
+    return out
+
+
+__all__ = ["load_results", "load_frames", "export_results", "DataError"]

@@ -1,0 +1,489 @@
+"""Scheduling, search, early kill and resume of studies.
+
+Most tests inject a fake run function (cheap); ``test_sigkill_smoke_study_resumes_exactly`` kills the real
+smoke study (embedded MiniLM) with SIGKILL at several points and checks that nothing is lost, duplicated or
+recomputed, and that the database stays intact.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from stabletune.errors import DataError, UserError
+from stabletune.study import EarlyKill, load_frames, load_results, run_study, study_status
+from stabletune.study.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+GLUE = Path(os.environ.get("STABLETUNE_DATA_DIR") or ROOT.parent / "shared" / "data" / "glue")
+
+STUDY = """
+name: rs
+base: {max_steps: 6, num_evals: 3}
+methods:
+  standard: {}
+  bertadam: {optimizer: bertadam}
+tasks: [rte]
+seeds: 3
+"""
+
+SEARCH = """
+name: sr
+base: {max_steps: 6, num_evals: 3}
+methods:
+  standard: {}
+  mixout:
+    search: {mixout: [0.1, 0.3, 0.5]}
+    search_seeds: 2
+tasks: [rte]
+seeds: 3
+"""
+
+
+def fake_result(cfg, score: float, *, status: str = "finished", killed_at: int | None = None) -> dict:
+    evals = [{"step": s, "epoch": s / 6, "val": {"acc": score + 0.001 * s}, "val_loss": 0.5} for s in (2, 4, 6)]
+    if killed_at is not None:
+        evals = evals[:killed_at]
+    best = max(evals, key=lambda e: e["val"]["acc"])
+    return {"status": status, "config": cfg.to_dict(), "seeds": {"seed": cfg.seed}, "num_steps": cfg.max_steps,
+            "task": {"name": cfg.task, "labels": ["a", "b"], "metric": "acc"},
+            "best": {"step": best["step"], "val": best["val"], "test": {"acc": score}},
+            "last": {"step": evals[-1]["step"], "val": evals[-1]["val"], "test": {"acc": score}},
+            "train_log": [{"step": s, "loss": 0.1, "lr": 1e-5, "grad_norm": 1.0} for s in range(1, 7)],
+            "evals": evals, "timings": {"wall_s": 0.1}, "environment": {}, "error": None}
+
+
+def score_of(cfg) -> float:
+    """A deterministic validation score: better with more mixout, varies with the seed."""
+    return 0.5 + cfg.mixout / 2 + 0.01 * cfg.seed
+
+
+class Recorder:
+    """A fake run function that records its calls and can misbehave on chosen calls."""
+
+    def __init__(self, fail_on: dict[int, BaseException] | None = None, diverge: set[int] | None = None):
+        self.calls: list = []
+        self.fail_on = fail_on or {}
+        self.diverge = diverge or set()
+
+    def __call__(self, cfg, out_dir=None, *, callback=None):
+        n = len(self.calls)
+        self.calls.append(cfg)
+        if n in self.fail_on:
+            raise self.fail_on[n]
+        score = score_of(cfg)
+        if callback is not None:
+            for i, s in enumerate((2, 4, 6)):
+                callback({"event": "step", "step": s, "total": 6, "loss": 0.1})
+                if callback({"event": "eval", "step": s, "total": 6, "score": score + 0.001 * s,
+                             "val": {"acc": score}}):
+                    return fake_result(cfg, score, status="killed", killed_at=i + 1)
+        if n in self.diverge:
+            return {**fake_result(cfg, score, status="diverged"), "error": "non-finite training loss nan at step 3"}
+        return fake_result(cfg, score)
+
+
+def pool_fake_run(cfg, out_dir=None, *, callback=None):
+    """A picklable fake run for the process-pool backend (reports the worker's pid and torch threads).
+
+    With $CRASH_MARKER set, the first run of seed 1 / bertadam kills its worker process (as the OOM killer would).
+    """
+    import torch
+
+    marker = os.environ.get("CRASH_MARKER")
+    if marker and cfg.seed == 1 and cfg.optimizer == "bertadam" and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(9)
+    if callback is not None:
+        callback({"event": "step", "step": 1, "total": 6, "loss": 0.1})
+    res = fake_result(cfg, score_of(cfg))
+    res["environment"] = {"pid": os.getpid(), "threads": torch.get_num_threads()}
+    return res
+
+
+@pytest.fixture
+def study(tmp_path):
+    def make(text: str = STUDY, name: str = "study.yaml") -> Path:
+        p = tmp_path / name
+        p.write_text(text)
+        return p
+    return make
+
+
+def statuses(db: Path) -> dict[str, str]:
+    with Store.open(db, readonly=True) as s:
+        return s.statuses()
+
+
+# ------------------------------------------------------------------------------------------------
+# Resume, failures, retries (fake runs, in process)
+# ------------------------------------------------------------------------------------------------
+def test_interrupted_study_resumes_without_recomputing(study, tmp_path):
+    path = study()
+    first = Recorder(fail_on={3: KeyboardInterrupt()})
+    with pytest.raises(KeyboardInterrupt):
+        run_study(path, backend="inline", run_fn=first, progress=False)
+    db = tmp_path / "rs.db"
+    st = statuses(db)
+    assert sorted(st.values()) == ["finished"] * 3 + ["pending"] * 3  # the interrupted run is pending again
+    with Store.open(db, readonly=True) as s:
+        done_before = {r["run_id"]: r["finished_at"] for r in s.runs() if r["status"] == "finished"}
+    second = Recorder()
+    out = run_study(path, backend="inline", run_fn=second, progress=False)
+    assert out.ok and out.ran == 3 and len(second.calls) == 3
+    with Store.open(db, readonly=True) as s:
+        rows = {r["run_id"]: r for r in s.runs()}
+    assert len(rows) == 6 and {r["status"] for r in rows.values()} == {"finished"}
+    for run_id, finished_at in done_before.items():
+        assert rows[run_id]["finished_at"] == finished_at and rows[run_id]["attempts"] == 1
+    assert run_study(path, backend="inline", run_fn=Recorder(), progress=False).ran == 0
+
+
+def test_failed_runs_are_recorded_and_retried_only_when_asked(study, tmp_path):
+    path = study()
+    rec = Recorder(fail_on={1: RuntimeError("CUDA out of memory")}, diverge={2})
+    out = run_study(path, backend="inline", run_fn=rec, progress=False)
+    assert len(rec.calls) == 6 and not out.ok
+    assert out.counts["failed"] == 1 and out.counts["diverged"] == 1 and out.counts["finished"] == 4
+    assert out.failures[0][1] == "RuntimeError: CUDA out of memory"
+    df = load_results(path)
+    failed = df[df.status == "failed"].iloc[0]
+    assert failed["error"] == "RuntimeError: CUDA out of memory" and pd.isna(failed["best_test_acc"])
+    assert "non-finite" in df[df.status == "diverged"].iloc[0]["error"]
+    again = Recorder()
+    assert run_study(path, backend="inline", run_fn=again, progress=False).ran == 0 and not again.calls
+    out = run_study(path, backend="inline", run_fn=again, progress=False, retry_failed=True)
+    assert len(again.calls) == 1 and out.counts["finished"] == 5 and out.counts["diverged"] == 1 and out.ok
+    assert load_results(path).set_index("run_id").loc[failed["run_id"], "attempts"] == 2
+
+
+def test_user_error_stops_the_study_and_keeps_the_run_pending(study, tmp_path):
+    path = study()
+    rec = Recorder(fail_on={0: DataError("RTE/train.tsv: row 3 has 2 columns, expected 4")})
+    with pytest.raises(UserError, match="row 3 has 2 columns"):
+        run_study(path, backend="inline", run_fn=rec, progress=False)
+    assert len(rec.calls) == 1
+    assert set(statuses(tmp_path / "rs.db").values()) == {"pending"}
+
+
+def test_status_reports_interrupted_runs(study, tmp_path):
+    path = study()
+    with pytest.raises(KeyboardInterrupt):
+        run_study(path, backend="inline", run_fn=Recorder(fail_on={2: KeyboardInterrupt()}), progress=False)
+    with Store.open(tmp_path / "rs.db") as s:  # what a SIGKILLed driver leaves: a run marked running
+        s.mark_running(s.runs()[4]["run_id"])
+    st = study_status(path)
+    assert st["counts"]["finished"] == 2 and st["counts"]["interrupted"] == 1 and st["counts"]["pending"] == 3
+    assert not st["live"] and st["mean_run_s"] == pytest.approx(0.1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Hyperparameter search (Appendix H)
+# ------------------------------------------------------------------------------------------------
+def test_search_picks_best_mean_validation_and_reuses_search_runs(study, tmp_path):
+    path = study(SEARCH)
+    rec = Recorder()
+    out = run_study(path, backend="inline", run_fn=rec, progress=False)
+    assert out.ok and out.total == 3 * 2 + 2 * 3
+    # search: 3 candidates x 2 seeds; final: standard 3 seeds + mixout 3 seeds, 2 of them copies
+    assert len(rec.calls) == 6 + 3 + 1 and out.copied == 2
+    assert out.choices and "mixout=0.5" in out.choices[0]
+    df = load_results(path)
+    search = df[df.phase == "search"]
+    assert len(search) == 6 and set(search.method) == {"mixout"}
+    final = df[(df.phase == "final") & (df.method == "mixout")]
+    assert len(final) == 3 and set(final.candidate) == {'{"mixout":0.5}'}
+    assert final["copied_from"].notna().sum() == 2
+    assert all(c.mixout == 0.5 for c in rec.calls[6:] if c.mixout)
+    f = load_frames(path)
+    assert set(f.runs["method"]) == {"standard", "mixout"} and len(f.runs) == 6
+    assert len(load_frames(path, phase="search").runs) == 6
+
+
+def test_search_ties_go_to_the_first_candidate(study):
+    text = SEARCH.replace("search: {mixout: [0.1, 0.3, 0.5]}", "search: {lr: [3.0e-5, 1.0e-5]}")
+    out = run_study(study(text), backend="inline", run_fn=Recorder(), progress=False)
+    assert "lr=3e-05" in out.choices[0]
+
+
+def test_search_with_no_score_blocks_its_final_runs(study, tmp_path):
+    path = study(SEARCH)
+    rec = Recorder(fail_on={i: RuntimeError("boom") for i in range(6)})
+    out = run_study(path, backend="inline", run_fn=rec, progress=False)
+    assert out.blocked == [("mixout", "rte")] and not out.ok
+    assert len(rec.calls) == 6 + 3  # the search, then standard's final runs
+    st = study_status(path)
+    assert st["blocked"] == [("mixout", "rte")] and st["counts"]["pending"] == 3
+    out = run_study(path, backend="inline", run_fn=Recorder(), progress=False, retry_failed=True)
+    assert out.ok and not out.blocked
+
+
+# ------------------------------------------------------------------------------------------------
+# Early kill (Dodge et al., 2020)
+# ------------------------------------------------------------------------------------------------
+def test_early_kill_stops_runs_below_their_peers(study, tmp_path):
+    text = STUDY.replace("seeds: 3", "seeds: 6").replace("  bertadam: {optimizer: bertadam}\n", "")
+    path = study(text)
+
+    def run_fn(cfg, out_dir=None, *, callback=None):  # seeds 2 and 4 are bad
+        score = 0.3 if cfg.seed in (2, 4) else 0.6 + 0.01 * cfg.seed
+        for i, s in enumerate((2, 4, 6)):
+            if callback({"event": "eval", "step": s, "total": 6, "score": score, "val": {"acc": score}}):
+                return fake_result(cfg, score, status="killed", killed_at=i + 1)
+        return {**fake_result(cfg, score), "evals": [{"step": s, "epoch": 1, "val": {"acc": score}} for s in (2, 4, 6)]}
+
+    out = run_study(path, backend="inline", run_fn=run_fn, progress=False,
+                    early_kill=EarlyKill(at_eval=2, quantile=0.25, min_peers=2))
+    df = load_results(path).set_index("seed")
+    assert list(df["status"]) == ["finished", "finished", "killed", "finished", "killed", "finished"]
+    assert df.loc[2, "last_step"] == 4 and out.ok
+    # the default: no early kill
+    path2 = study(text.replace("name: rs", "name: rs2"), "b.yaml")
+    run_study(path2, backend="inline", run_fn=run_fn, progress=False)
+    assert set(load_results(path2)["status"]) == {"finished"}
+
+
+def test_early_kill_threshold():
+    ek = EarlyKill(quantile=None, threshold=0.55)
+    assert ek.threshold_for([]) == 0.55
+    ek = EarlyKill(quantile=0.5, threshold=0.1, min_peers=3)
+    assert ek.threshold_for([0.2, 0.4]) == 0.1
+    assert ek.threshold_for([0.2, 0.4, 0.6]) == pytest.approx(0.4)
+    with pytest.raises(Exception, match="quantile"):
+        EarlyKill(quantile=1.5)
+
+
+# ------------------------------------------------------------------------------------------------
+# The process pool
+# ------------------------------------------------------------------------------------------------
+def test_local_backend_runs_in_spawned_workers(study, tmp_path, monkeypatch):
+    path = study()
+    monkeypatch.setenv("CRASH_MARKER", str(tmp_path / "crashed"))
+    out = run_study(path, backend="local", workers=2, run_fn=pool_fake_run, quiet=True)
+    assert "2 concurrent run(s) x 1 thread(s)" in out.backend
+    # a dead worker fails its run (and the pool's other run in flight); the study goes on with a fresh pool
+    assert 1 <= out.counts["failed"] <= 2 and out.counts["finished"] == 6 - out.counts["failed"]
+    assert all("worker process died" in err for _, err in out.failures)
+    out = run_study(path, backend="local", workers=2, run_fn=pool_fake_run, quiet=True, retry_failed=True)
+    assert out.ok and out.counts["finished"] == 6
+    with Store.open(tmp_path / "rs.db", readonly=True) as s:
+        envs = [__import__("json").loads(r["environment"]) for r in s.runs()]
+    assert {e["pid"] for e in envs} - {os.getpid()}, "runs happen in worker processes"
+    assert os.getpid() not in {e["pid"] for e in envs}
+    assert {e["threads"] for e in envs} == {max(1, (len(os.sched_getaffinity(0))) // 2)}
+
+
+def test_default_workers_and_gpu_assignment():
+    import multiprocessing as mp
+
+    from stabletune.study.backends import assign_gpu, default_workers, threads_per_worker
+
+    assert [default_workers(c, gpus=0) for c in (1, 2, 4, 8, 16)] == [1, 2, 4, 2, 4]
+    assert default_workers(16, gpus=2) == 2
+    assert threads_per_worker(2, 2) == 1 and threads_per_worker(4, 16) == 4 and threads_per_worker(8, 2) == 1
+    counter = mp.get_context("spawn").Value("i", 0)
+    old = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        assert [assign_gpu(counter, ["3", "5"]) for _ in range(3)] == ["3", "5", "3"]
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+        assert assign_gpu(counter, []) is None
+    finally:
+        if old is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = old
+
+
+# ------------------------------------------------------------------------------------------------
+# SIGKILL at any moment (fake runs with large curves: the kill lands inside writes too)
+# ------------------------------------------------------------------------------------------------
+BIG_FAKE = textwrap.dedent('''
+    import time
+
+
+    def big_run(cfg, out_dir=None, *, callback=None):
+        time.sleep(0.1)
+        n = 40000
+        ev = [{"step": s, "epoch": 1.0, "val": {"acc": 0.5 + s / 1e6}, "val_loss": 0.5,
+               "param_distance": [0.1] * 8} for s in range(100, n + 1, 100)]
+        return {"status": "finished", "config": cfg.to_dict(), "seeds": {}, "num_steps": n,
+                "task": {"name": "rte", "labels": ["a", "b"], "metric": "acc"},
+                "best": {"step": n, "val": ev[-1]["val"], "test": {"acc": 0.5}},
+                "last": {"step": n, "val": ev[-1]["val"], "test": {"acc": 0.5}},
+                "train_log": [{"step": s, "loss": 0.1, "lr": 1e-5, "grad_norm": 1.0} for s in range(1, n + 1)],
+                "evals": ev, "timings": {"wall_s": 0.01}, "environment": {}, "error": None}
+''')
+
+
+def check_db(db: Path, expect_steps: int | None = None) -> dict[str, sqlite3.Row]:
+    """integrity_check ok; every run once; a run holds curves exactly when it holds a result."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = conn.execute("SELECT * FROM runs").fetchall()
+        assert len({r["run_id"] for r in rows}) == len(rows)
+        for r in rows:
+            n = conn.execute("SELECT count(*) FROM train_loss WHERE run_id = ?", (r["run_id"],)).fetchone()[0]
+            m = conn.execute("SELECT count(*) FROM test_metrics WHERE run_id = ?", (r["run_id"],)).fetchone()[0]
+            if r["status"] == "finished":
+                assert n == (expect_steps or r["num_steps"]) and m > 0, dict(r)
+            else:
+                assert n == 0 and m == 0, dict(r)
+        return {r["run_id"]: r for r in rows}
+    finally:
+        conn.close()
+
+
+def test_sigkill_at_random_moments_never_corrupts(tmp_path):
+    (tmp_path / "bigfake.py").write_text(BIG_FAKE)
+    path = tmp_path / "k.yaml"
+    path.write_text(STUDY.replace("name: rs", "name: k").replace("seeds: 3", "seeds: 8"))
+    script = (f"from bigfake import big_run\nfrom stabletune.study import run_study\n"
+              f"run_study({str(path)!r}, backend='inline', run_fn=big_run, progress=False)\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    db = tmp_path / "k.db"
+    rng = random.Random(0)
+    finished: dict[str, str] = {}
+    progressed = 0  # kills that landed after some and before all runs were stored
+    for attempt in range(8):
+        proc = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(1.0, 2.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stderr.close()
+        if not db.exists():
+            continue
+        rows = check_db(db, expect_steps=40000)
+        for run_id, at in finished.items():  # results, once written, never change
+            assert rows[run_id]["status"] == "finished" and rows[run_id]["finished_at"] == at
+        now_done = {k: r["finished_at"] for k, r in rows.items() if r["status"] == "finished"}
+        progressed += len(finished) < len(now_done) < len(rows)
+        finished.update(now_done)
+    assert progressed >= 2, "the kills should land in the middle of the study"
+    proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    rows = check_db(db, expect_steps=40000)
+    assert len(rows) == 16 and {r["status"] for r in rows.values()} == {"finished"}
+    for run_id, at in finished.items():
+        assert rows[run_id]["finished_at"] == at
+
+
+# ------------------------------------------------------------------------------------------------
+# The real thing: SIGKILL the smoke study (embedded MiniLM) at several points, then finish it
+# ------------------------------------------------------------------------------------------------
+def _children(pid: int) -> set[int]:
+    kids: set[int] = set()
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                kids |= {int(x) for x in f.read().split()}
+    except OSError:
+        pass
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _poll(db: Path) -> list[sqlite3.Row]:
+    if not db.exists():
+        return []
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        conn.row_factory = sqlite3.Row
+        try:
+            return conn.execute("SELECT run_id, status, started_at, finished_at FROM runs").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:  # schema not created yet
+        return []
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.skipif(not (GLUE / "RTE" / "train.tsv").is_file(), reason="GLUE data (../shared/data/glue) missing")
+def test_sigkill_smoke_study_resumes_exactly(tmp_path):
+    study = tmp_path / "smoke.yaml"
+    study.write_text((ROOT / "studies" / "smoke.yaml").read_text())
+    db = tmp_path / "smoke.db"
+    cmd = [sys.executable, "-m", "stabletune", "study", "run", str(study), "--db", str(db), "--data-dir", str(GLUE),
+           "--workers", "2", "--quiet"]
+    kept: dict[str, tuple] = {}  # run_id -> (finished_at, attempts) of every run seen finished
+
+    def kill_when(cond, what: str, limit: float = 240.0) -> None:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        t0 = time.monotonic()
+        workers: set[int] = set()
+        while True:
+            rows = _poll(db)
+            workers |= _children(proc.pid)
+            if cond(rows):
+                break
+            assert proc.poll() is None, f"study ended before {what}: {proc.stderr.read().decode()[-2000:]}"
+            assert time.monotonic() - t0 < limit, f"timed out waiting for {what}"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stderr.close()
+        deadline = time.monotonic() + 15  # the workers notice their driver is gone and exit
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(w) for w in workers), "worker processes outlived their killed driver"
+        rows = check_db(db)
+        assert len(rows) == 6
+        for run_id, (at, attempts) in kept.items():
+            assert rows[run_id]["status"] == "finished", what
+            assert (rows[run_id]["finished_at"], rows[run_id]["attempts"]) == (at, attempts), what
+        kept.update({k: (r["finished_at"], r["attempts"]) for k, r in rows.items() if r["status"] == "finished"})
+
+    def n_done(rows) -> int:
+        return sum(r["status"] == "finished" for r in rows)
+
+    kill_when(lambda rows: n_done(rows) >= 1, "1 finished run")
+    kill_when(lambda rows: n_done(rows) >= 3, "3 finished runs")
+    before = len(kept)
+
+    def mid_run(rows) -> bool:  # a run has been running for 4 s (setup or training)
+        now = pd.Timestamp.now(tz="UTC")
+        return any(r["status"] == "running" and r["started_at"]
+                   and (now - pd.Timestamp(r["started_at"])).total_seconds() > 4 for r in rows)
+
+    kill_when(mid_run, "a run in progress")
+    assert len(kept) < 6 and len(kept) >= before
+
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = check_db(db)
+    assert len(rows) == 6 and {r["status"] for r in rows.values()} == {"finished"}
+    for run_id, (at, attempts) in kept.items():  # not recomputed
+        assert (rows[run_id]["finished_at"], rows[run_id]["attempts"]) == (at, attempts)
+    assert sum(r["attempts"] > 1 for r in rows.values()) >= 1  # interrupted runs were redone
+
+    out = tmp_path / "smoke.csv"
+    exp = subprocess.run([sys.executable, "-m", "stabletune", "study", "export", str(study), "--db", str(db),
+                          "--format", "csv", "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert exp.returncode == 0, exp.stderr
+    df = pd.read_csv(out)
+    assert len(df) == 6 and df["run_id"].is_unique and set(df["status"]) == {"finished"}
+    assert df["best_test_acc"].between(0, 1).all() and df["last_test_acc"].between(0, 1).all()
+    assert set(df["method"]) == {"bertadam", "adamw"} and sorted(df["seed"]) == [0, 0, 1, 1, 2, 2]
+    st = subprocess.run([sys.executable, "-m", "stabletune", "study", "status", str(study), "--db", str(db)],
+                        capture_output=True, text=True, timeout=120)
+    assert st.returncode == 0 and "6/6 done" in st.stdout
