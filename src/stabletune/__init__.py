@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 
 from stabletune.config import RunConfig, make_config  # noqa: E402
 
-__all__ = ["RunConfig", "make_config", "train", "__version__"]
+__all__ = ["RunConfig", "make_config", "train", "StudySpec", "load_study", "run_study", "load_results",
+           "__version__"]
 
 
 def __getattr__(name: str):  # lazy: importing stabletune must not import torch (analysis code relies on it)
@@ -20,4 +21,8 @@ def __getattr__(name: str):  # lazy: importing stabletune must not import torch 
         from stabletune.train import train
 
         return train
+    if name in ("StudySpec", "load_study", "run_study", "load_results"):
+        from stabletune import study
+
+        return getattr(study, name)
     raise AttributeError(name)

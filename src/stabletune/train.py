@@ -256,7 +256,9 @@ def _run(cfg: RunConfig, out_dir: str | None, callback: Callback | None, device:
         best = {"step": loop["best_step"], "val": loop["best_val"], "test": None}
         if loop["step"] > 0 and loop["status"] != "diverged":
             last["test"], last["test_loss"], _ = evaluate(model, enc["test"], spec, **ev)
-        if loop["best_state"] is not None:
+        if loop["best_state"] is not None and best["step"] == last["step"] and last["test"] is not None:
+            best["test"], best["test_loss"] = last["test"], last["test_loss"]  # the same weights: test once
+        elif loop["best_state"] is not None:
             model.load_state_dict(loop["best_state"])
             best["test"], best["test_loss"], _ = evaluate(model, enc["test"], spec, **ev)
         t_test = time.perf_counter() - t_test
