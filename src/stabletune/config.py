@@ -93,6 +93,8 @@ class RunConfig:
     mixout: float = 0.0
     mixout_targets: str = "all"
     """Which nn.Linear layers mixout wraps: all, encoder, or a comma list of name substrings."""
+    mixout_granularity: Literal["neuron", "element"] = "neuron"
+    """neuron: one draw per input neuron (Lee et al.'s and the official code); element: one draw per weight."""
     llrd: float = 1.0
     """Layer-wise LR decay factor eta (1.0 = off)."""
     pretrained_wd: float = 0.0

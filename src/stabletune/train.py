@@ -222,7 +222,7 @@ def _run(cfg: RunConfig, out_dir: str | None, callback: Callback | None, device:
 
     prepared = prepare(
         loaded.model, init_generator=init_gen, reinit_layers=cfg.reinit_layers, reinit_pooler=cfg.reinit_pooler,
-        mixout=cfg.mixout, mixout_targets=cfg.mixout_targets, optimizer=cfg.optimizer, lr=cfg.lr,
+        mixout=cfg.mixout, mixout_targets=cfg.mixout_targets, mixout_granularity=cfg.mixout_granularity, optimizer=cfg.optimizer, lr=cfg.lr,
         betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, weight_decay=cfg.weight_decay, llrd=cfg.llrd,
         pretrained_wd=cfg.pretrained_wd, pretrained_wd_new_params=cfg.pretrained_wd_new_params,
         new_param_names=loaded.new_param_names)
