@@ -43,11 +43,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from stabletune.batching import collate, encode, epoch_batches, steps_per_epoch
+from stabletune.batching import collate, epoch_batches
 from stabletune.config import RunConfig
 from stabletune.errors import ConfigError
-from stabletune.train import (Callback, RunResult, _better, _write_folder, compute_loss, derive_seed, eval_steps,
-                              evaluate, library_versions, linear_schedule, peak_memory_mb, resolve_device,
+from stabletune.train import (Callback, RunResult, _better, _write_folder, compute_loss, derive_seed, encode_splits,
+                              eval_steps, evaluate, library_versions, update_counts, linear_schedule, peak_memory_mb, resolve_device,
                               resolve_precision, train)
 
 log = logging.getLogger(__name__)
@@ -191,13 +191,8 @@ def _train_vectorised(cfgs: list[RunConfig], out_dirs: list[str | None], callbac
     members = [_load_member(c, spec, device) for c in cfgs]
     tokenizer = members[0][0].tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    enc = {name: encode(tokenizer, rows, max_length=cfg.max_seq_length, is_regression=spec.is_regression)
-           for name, rows in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))}
-    per_epoch = steps_per_epoch(len(enc["train"]), cfg.batch_size)
-    total = cfg.max_steps if cfg.max_steps is not None else max(1, math.ceil(cfg.epochs * per_epoch))
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(cfg.warmup_ratio * total)
-    if warmup > total:
-        raise ConfigError(f"invalid option --warmup-steps: {warmup} is more than the {total} training steps")
+    enc = encode_splits(tokenizer, splits, max_length=cfg.max_seq_length, is_regression=spec.is_regression)
+    per_epoch, total, warmup = update_counts(cfg, len(enc["train"]))
 
     models = [p.model for _, p in members]
     for m in models:

@@ -82,6 +82,23 @@ def eval_steps(total: int, num_evals: int) -> list[int]:
     return sorted({math.ceil(total * i / num_evals) for i in range(1, num_evals + 1)} | {total})
 
 
+def encode_splits(tokenizer, splits, *, max_length: int, is_regression: bool) -> dict[str, Encoded]:
+    """Tokenise train / validation / test once."""
+    return {name: encode(tokenizer, rows, max_length=max_length, is_regression=is_regression)
+            for name, rows in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))}
+
+
+def update_counts(cfg: RunConfig, n_train: int) -> tuple[int, int, int]:
+    """(updates per epoch, total updates, warm-up updates): --max-steps wins over --epochs, --warmup-steps over
+    --warmup-ratio."""
+    per_epoch = steps_per_epoch(n_train, cfg.batch_size)
+    total = cfg.max_steps if cfg.max_steps is not None else max(1, math.ceil(cfg.epochs * per_epoch))
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(cfg.warmup_ratio * total)
+    if warmup > total:
+        raise ConfigError(f"invalid option --warmup-steps: {warmup} is more than the {total} training steps")
+    return per_epoch, total, warmup
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -211,14 +228,9 @@ def _run(cfg: RunConfig, out_dir: str | None, callback: Callback | None, device:
                         init_from=cfg.init_from)
     tokenizer = loaded.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    enc = {name: encode(tokenizer, rows, max_length=cfg.max_seq_length, is_regression=spec.is_regression)
-           for name, rows in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))}
+    enc = encode_splits(tokenizer, splits, max_length=cfg.max_seq_length, is_regression=spec.is_regression)
 
-    per_epoch = steps_per_epoch(len(enc["train"]), cfg.batch_size)
-    total = cfg.max_steps if cfg.max_steps is not None else max(1, math.ceil(cfg.epochs * per_epoch))
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(cfg.warmup_ratio * total)
-    if warmup > total:
-        raise ConfigError(f"invalid option --warmup-steps: {warmup} is more than the {total} training steps")
+    per_epoch, total, warmup = update_counts(cfg, len(enc["train"]))
 
     prepared = prepare(
         loaded.model, init_generator=init_gen, reinit_layers=cfg.reinit_layers, reinit_pooler=cfg.reinit_pooler,
