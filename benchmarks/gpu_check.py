@@ -10,7 +10,8 @@
    TFLOP/s (formula of ``benchmarks/bench_train.py``) against a bf16 GEMM measured in the same process, and peak
    memory. The same for the ``eager`` attention, for comparison.
 2. Vectorised ensembles (:class:`stabletune.ensemble.StackedModels`) of a MiniLM-sized encoder (6 layers, width
-   384), K in {1, 4, 8}: seconds per update per seed, and memory.
+   384), K in {1, 4, 8, 16}, at 32 and 128 tokens: seconds per update per seed against one separate run's update
+   (SDPA, no vmap, as :func:`stabletune.train.train`), and memory.
 
 No data set and no download: inputs are random token ids. ``--json`` prints JSON.
 """
@@ -121,7 +122,12 @@ def ensemble_speed(sizes: dict, *, ks: list[int], device: torch.device, dtype: t
     from stabletune.ensemble import StackedModels
     from stabletune.optim import build_optimizer
 
-    rows = []
+    # the baseline: one separate run's step (what train() does: SDPA, no vmap)
+    sep = single_model(sizes, attn="sdpa", device=device, dtype=dtype, batch=batch, length=length, warmup=warmup,
+                       steps=steps)
+    rows = [{"K": "separate", "s_per_step": sep["s_per_step"], "s_per_step_per_seed": sep["s_per_step"],
+             "speedup_per_seed_vs_separate": 1.0, "peak_memory_gb": sep["peak_memory_gb"],
+             "losses_finite": sep["loss_finite"]}]
     base_s = None
     for K in ks:
         reset_memory(device)
@@ -145,7 +151,8 @@ def ensemble_speed(sizes: dict, *, ks: list[int], device: torch.device, dtype: t
         s = statistics.median(times)
         base_s = base_s or s / K
         rows.append({"K": K, "s_per_step": s, "s_per_step_per_seed": s / K,
-                     "speedup_per_seed_vs_first": base_s / (s / K), "peak_memory_gb": peak_memory_gb(device),
+                     "speedup_per_seed_vs_first": base_s / (s / K),
+                     "speedup_per_seed_vs_separate": sep["s_per_step"] / (s / K), "peak_memory_gb": peak_memory_gb(device),
                      "losses_finite": bool(torch.isfinite(losses).all())})
         del models, stacked, opt
     return rows
@@ -161,7 +168,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(1)
         device, dtype = torch.device("cpu"), torch.bfloat16
         large, small, warmup, steps, gemm_n = TINY, TINY, 1, a.steps or 2, 256
-        ks, batch, length = [1, 4, 8], 8, 16
+        ks, batch, length, lengths = [1, 4, 8], 8, 16, [16]
     else:
         if not torch.cuda.is_available():
             print("gpu_check: no CUDA device here; run with --cpu-smoke to check the script on CPU", file=sys.stderr)
@@ -169,7 +176,7 @@ def main(argv=None) -> int:
         device = torch.device("cuda")
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         large, small, warmup, steps, gemm_n = LARGE, MINILM, 5, a.steps or 30, 8192
-        ks, batch, length = [1, 4, 8], 32, 128
+        ks, batch, length, lengths = [1, 4, 8, 16], 32, 128, [32, 128]
         torch.backends.cuda.matmul.allow_tf32 = True
     t0 = time.perf_counter()
     res = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (smoke)",
@@ -179,8 +186,8 @@ def main(argv=None) -> int:
                                  warmup=warmup, steps=steps) for attn in ("sdpa", "eager")]
     for r in res["large"]:
         r["fraction_of_gemm_peak"] = r["tflop_per_s"] / res["gemm_peak_tflop_per_s"]
-    res["ensemble"] = ensemble_speed(small, ks=ks, device=device, dtype=dtype, batch=batch, length=length,
-                                     warmup=warmup, steps=steps)
+    res["ensemble"] = {n: ensemble_speed(small, ks=ks, device=device, dtype=dtype, batch=batch, length=n,
+                                         warmup=warmup, steps=steps) for n in lengths}
     res["wall_s"] = time.perf_counter() - t0
     if a.json:
         print(json.dumps(res, indent=1))
@@ -192,11 +199,12 @@ def main(argv=None) -> int:
         mem = f"{r['peak_memory_gb']:.1f} GiB" if r["peak_memory_gb"] is not None else "-"
         print(f"  {r['attn']:5}  {r['steps_per_s']:6.2f} steps/s  {r['examples_per_s']:7.1f} ex/s  "
               f"{r['tflop_per_s']:7.2f} TFLOP/s ({100 * r['fraction_of_gemm_peak']:.0f}% of GEMM)  peak {mem}")
-    print("ensemble (MiniLM-sized, vmap), per seed:")
-    for r in res["ensemble"]:
-        mem = f"{r['peak_memory_gb']:.1f} GiB" if r["peak_memory_gb"] is not None else "-"
-        print(f"  K={r['K']}  {r['s_per_step'] * 1e3:8.1f} ms/step  {r['s_per_step_per_seed'] * 1e3:8.1f} "
-              f"ms/step/seed  {r['speedup_per_seed_vs_first']:.2f}x vs K=1  peak {mem}")
+    for n, rows in res["ensemble"].items():
+        print(f"ensemble (MiniLM-sized, vmap), batch {batch} x {n} tokens, per seed:")
+        for r in rows:
+            mem = f"{r['peak_memory_gb']:.1f} GiB" if r["peak_memory_gb"] is not None else "-"
+            print(f"  K={r['K']:<8} {r['s_per_step'] * 1e3:8.1f} ms/step  {r['s_per_step_per_seed'] * 1e3:8.1f} "
+                  f"ms/step/seed  {r['speedup_per_seed_vs_separate']:.2f}x vs separate runs  peak {mem}")
     print(f"gpu_check wall time {res['wall_s']:.0f} s")
     return 0
 

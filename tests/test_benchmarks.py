@@ -78,7 +78,20 @@ def test_gpu_check_cpu_smoke(capsys):
     assert gpu.main(["--cpu-smoke", "--steps", "1", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert [r["attn"] for r in res["large"]] == ["sdpa", "eager"] and all(r["loss_finite"] for r in res["large"])
-    assert [r["K"] for r in res["ensemble"]] == [1, 4, 8] and all(r["losses_finite"] for r in res["ensemble"])
+    rows = res["ensemble"]["16"]
+    assert [r["K"] for r in rows] == ["separate", 1, 4, 8] and all(r["losses_finite"] for r in rows)
+    assert rows[0]["speedup_per_seed_vs_separate"] == 1.0
+
+
+def test_gpu_study_runs_a_real_study_per_layout(tiny_model, tmp_path, capsys):
+    gs = load_script("gpu_study")
+    out = tmp_path / "layouts.json"
+    assert gs.main(["--data-dir", str(glue_dir()), "--model", str(tiny_model), "--task", "rte", "--seeds", "1",
+                    "--layouts", "0x1", "--json-out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    (row,) = res["layouts"]
+    assert row["ok"] and row["counts"] == {"finished": 1} and row["workers"] == 0 and row["wall_s"] > 0
+    assert "0x1" in capsys.readouterr().out
 
 
 def test_study_layout_quick_and_extrapolation(tiny_model, capsys):

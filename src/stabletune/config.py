@@ -77,6 +77,8 @@ class RunConfig:
     """Evaluations spread evenly over training (one more at the end if the last falls short of it)."""
     group_by_length: bool = True
     """Group training batches by length (randomness still from the data seed) to cut padding."""
+    padding: Literal["dynamic", "max_length"] = "dynamic"
+    """dynamic: pad each batch to its longest example; max_length: to max_seq_length (the official code; slower)."""
 
     # --- optimizer (Section 4) ------------------------------------------------------------------
     optimizer: Literal["adamw", "bertadam"] = "adamw"

@@ -47,13 +47,21 @@ from stabletune.batching import collate, epoch_batches
 from stabletune.config import RunConfig
 from stabletune.errors import ConfigError
 from stabletune.train import (Callback, RunResult, _better, _write_folder, compute_loss, derive_seed, encode_splits,
-                              eval_steps, evaluate, library_versions, update_counts, linear_schedule, peak_memory_mb, resolve_device,
-                              resolve_precision, train)
+                              eval_steps, evaluate, library_versions, linear_schedule, pad_length, peak_memory_mb,
+                              resolve_device, resolve_precision, train, update_counts)
 
 log = logging.getLogger(__name__)
 
 MEMBER_FIELDS = ("seed", "init_seed", "data_seed", "out", "overwrite", "progress")
 """The only RunConfig fields in which members of one ensemble may differ."""
+
+
+def member_key(cfg: RunConfig) -> str:
+    """Runs with equal keys may be members of one ensemble (their configs differ only in :data:`MEMBER_FIELDS`)."""
+    import json
+
+    return json.dumps({k: v for k, v in cfg.to_dict().items() if k not in MEMBER_FIELDS}, sort_keys=True,
+                      default=str)
 
 
 def sequential_reason(cfg: RunConfig) -> str | None:
@@ -221,7 +229,8 @@ def _train_vectorised(cfgs: list[RunConfig], out_dirs: list[str | None], callbac
         state = _Loop(K)
         order_gens = [torch.Generator().manual_seed(derive_seed(c.resolved_data_seed, "order")) for c in cfgs]
         data_seeds = ",".join(str(c.resolved_data_seed) for c in cfgs)
-        ev = dict(batch_size=cfg.eval_batch_size, device=device, pad_id=pad_id, autocast=autocast)
+        pad_to = pad_length(cfg)
+        ev = dict(batch_size=cfg.eval_batch_size, device=device, pad_id=pad_id, autocast=autocast, pad_to=pad_to)
         batches: list[list] = [[] for _ in range(K)]
         lengths = enc["train"].lengths
         bar = tqdm(total=total, desc=f"{spec.name} train x{K}", unit="step", disable=not cfg.progress,
@@ -235,7 +244,7 @@ def _train_vectorised(cfgs: list[RunConfig], out_dirs: list[str | None], callbac
                     batches[k] = epoch_batches(lengths, batch_size=cfg.batch_size, generator=order_gens[k],
                                                group_by_length=cfg.group_by_length)
             idx = [batches[k].pop(0) for k in range(K)]
-            batch = _stack_batch([collate(enc["train"], i, pad_id=pad_id) for i in idx], pad_id)
+            batch = _stack_batch([collate(enc["train"], i, pad_id=pad_id, pad_to=pad_to) for i in idx], pad_id)
             batch = {k2: v.to(device, non_blocking=True) for k2, v in batch.items()}
             labels = batch.pop("labels")
             with autocast():
@@ -457,4 +466,4 @@ class StackedModels:
                 p.data = p.data.clone()
 
 
-__all__ = ["train_ensemble", "StackedModels", "sequential_reason", "MEMBER_FIELDS"]
+__all__ = ["train_ensemble", "StackedModels", "sequential_reason", "member_key", "MEMBER_FIELDS"]

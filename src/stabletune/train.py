@@ -150,7 +150,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 @torch.inference_mode()
 def evaluate(model, enc: Encoded, spec, *, batch_size: int, device: torch.device, pad_id: int,
-             autocast) -> tuple[dict[str, float], float, np.ndarray]:
+             autocast, pad_to: int | None = None) -> tuple[dict[str, float], float, np.ndarray]:
     """Metrics, mean loss and predictions on one split. Batches sorted by length to waste no compute on padding."""
     from stabletune.metrics import compute_metrics
 
@@ -161,7 +161,7 @@ def evaluate(model, enc: Encoded, spec, *, batch_size: int, device: torch.device
     total_loss = 0.0
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
-        batch = {k: v.to(device) for k, v in collate(enc, idx, pad_id=pad_id).items()}
+        batch = {k: v.to(device) for k, v in collate(enc, idx, pad_id=pad_id, pad_to=pad_to).items()}
         labels = batch.pop("labels")
         with autocast():
             logits = model(**batch).logits
@@ -171,6 +171,11 @@ def evaluate(model, enc: Encoded, spec, *, batch_size: int, device: torch.device
     model.train(was_training)
     metrics = compute_metrics(spec, preds, enc.labels)
     return metrics, total_loss / max(1, len(enc)), preds
+
+
+def pad_length(cfg: RunConfig) -> int | None:
+    """The fixed batch width of ``--padding max_length`` (None: dynamic padding)."""
+    return cfg.max_seq_length if cfg.padding == "max_length" else None
 
 
 def _better(value: float, best: float | None) -> bool:
@@ -262,7 +267,8 @@ def _run(cfg: RunConfig, out_dir: str | None, callback: Callback | None, device:
             distance=(lambda: block_distances(prepared.blocks, reference)) if reference is not None else None)
 
         # --- test: the last checkpoint as it stands, then the best one really restored -------------
-        ev = dict(batch_size=cfg.eval_batch_size, device=device, pad_id=pad_id, autocast=autocast)
+        ev = dict(batch_size=cfg.eval_batch_size, device=device, pad_id=pad_id, autocast=autocast,
+                  pad_to=pad_length(cfg))
         t_test = time.perf_counter()
         last = {"step": loop["step"], "val": loop["last_val"], "test": None}
         best = {"step": loop["best_step"], "val": loop["best_val"], "test": None}
@@ -306,7 +312,8 @@ def _train_loop(model, optimizer, scheduler, after_step, params, enc, spec, cfg,
     """The step loop with periodic evaluation; returns curves, best state and timings."""
     from tqdm.auto import tqdm
 
-    ev = dict(batch_size=cfg.eval_batch_size, device=device, pad_id=pad_id, autocast=autocast)
+    pad_to = pad_length(cfg)
+    ev = dict(batch_size=cfg.eval_batch_size, device=device, pad_id=pad_id, autocast=autocast, pad_to=pad_to)
     lengths = enc["train"].lengths
     train_log, evals = [], []
     best_val = best_metric = best_state = best_step = last_val = None
@@ -322,7 +329,8 @@ def _train_loop(model, optimizer, scheduler, after_step, params, enc, spec, cfg,
             batches = epoch_batches(lengths, batch_size=cfg.batch_size, generator=order_gen,
                                     group_by_length=cfg.group_by_length)
         idx = batches.pop(0)
-        batch = {k: v.to(device, non_blocking=True) for k, v in collate(enc["train"], idx, pad_id=pad_id).items()}
+        batch = {k: v.to(device, non_blocking=True) for k, v in collate(enc["train"], idx, pad_id=pad_id,
+                                                                    pad_to=pad_to).items()}
         labels = batch.pop("labels")
         with autocast():
             logits = model(**batch).logits

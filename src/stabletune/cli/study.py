@@ -31,6 +31,9 @@ def register(sub) -> None:
                    help="concurrent runs (local default: one per core up to 4 cores; 0: run in this process)")
     r.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster instead of starting a local one")
     r.add_argument("--data-dir", metavar="DIR", help="GLUE folder for every run (overrides the study file)")
+    r.add_argument("--ensemble", default="auto", metavar="K|auto",
+                   help="train up to K runs that differ only in their seeds at once as one vectorised model "
+                        "(auto: 4 on a GPU, 1 on CPU, where ensembles are slower; see docs/performance.md)")
     r.add_argument("--quiet", action="store_true", help="one log line per finished run instead of a progress bar")
     r.add_argument("--retry-failed", action="store_true", help="also redo runs recorded as failed")
     k = r.add_argument_group("early kill (Dodge et al., 2020; off by default)")
@@ -70,7 +73,17 @@ def _common(p: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from stabletune.study import EarlyKill, load_study, run_study
 
+    from stabletune.errors import ConfigError
+
     spec = load_study(args.study)  # validate before anything else
+    ensemble = None
+    if args.ensemble != "auto":
+        try:
+            ensemble = int(args.ensemble)
+        except ValueError:
+            raise ConfigError(f"invalid option --ensemble: expected a number or auto, got {args.ensemble!r}") from None
+        if ensemble < 1:
+            raise ConfigError(f"invalid option --ensemble: must be >= 1, got {ensemble}")
     early = None
     if args.early_kill or args.early_kill_quantile is not None or args.early_kill_threshold is not None:
         quantile = args.early_kill_quantile
@@ -79,7 +92,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         early = EarlyKill(at_eval=args.early_kill_eval, quantile=quantile, threshold=args.early_kill_threshold,
                           min_peers=args.early_kill_min_peers)
     out = run_study(spec, db=args.db, backend=args.backend, workers=args.workers, ray_address=args.ray_address,
-                    quiet=args.quiet, early_kill=early, retry_failed=args.retry_failed, data_dir=args.data_dir)
+                    quiet=args.quiet, early_kill=early, retry_failed=args.retry_failed, data_dir=args.data_dir,
+                    ensemble=ensemble)
     counts = ", ".join(f"{k} {v}" for k, v in out.counts.items() if v)
     sys.stderr.write(f"study {out.name}: {counts} of {out.total} runs ({out.ran} run now, {out.copied} reused "
                      f"from the search) in {out.wall_s:.1f} s; database {out.db}\n")

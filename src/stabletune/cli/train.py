@@ -4,12 +4,14 @@ command-line options and key=value overrides)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from dataclasses import MISSING
+from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from stabletune.config import FIELDS, _base_type, field_type, make_config
+from stabletune.config import FIELDS, RunConfig, _base_type, field_type, make_config
 from stabletune.errors import ConfigError
 
 
@@ -49,6 +51,10 @@ def register(sub) -> None:
                                    "--data-dir ../shared/data/glue --model minilm-l6 --out runs/rte-s0 --seed 0")
     p.add_argument("--config", metavar="YAML", help="run options from a YAML file (command line wins)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="extra overrides, e.g. lr=3e-5")
+    p.add_argument("--ensemble", type=int, default=1, metavar="K",
+                   help="train K seeds (seed, seed+1, ...) at once as one vectorised model, each written as its "
+                        "own run folder OUT/seed<N>; pays on a GPU, slower than separate runs on CPU "
+                        "(docs/performance.md) (default: 1)")
     add_config_options(p)
     p.set_defaults(func=run)
 
@@ -63,20 +69,49 @@ def parse_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+def member_configs(cfg: RunConfig, k: int) -> list[RunConfig]:
+    """The K member runs of ``--ensemble K``: every seed given (seed, and init/data seeds if set) plus k, each
+    writing ``<out>/seed<seed>``."""
+    members = []
+    for i in range(k):
+        members.append(dataclasses.replace(
+            cfg, seed=cfg.seed + i,
+            init_seed=None if cfg.init_seed is None else cfg.init_seed + i,
+            data_seed=None if cfg.data_seed is None else cfg.data_seed + i,
+            out=str(Path(cfg.out) / f"seed{cfg.seed + i}")))
+    return members
+
+
 def run(args: argparse.Namespace) -> int:
     from stabletune.train import train
 
     cfg = make_config(parse_overrides(args), yaml_path=args.config)
     if not cfg.out:
         raise ConfigError("invalid option --out: give the run folder to write (e.g. --out runs/rte-s0)")
-    result = train(cfg)
-    summary = {"status": result.status, "out": result.out_dir, "steps": result.last["step"],
-               "best": {"step": result.best["step"], "test": result.best["test"]},
-               "last": {"step": result.last["step"], "test": result.last["test"]},
-               "wall_s": round(result.timings["wall_s"], 1),
-               "examples_per_s": round(result.timings["examples_per_s"], 1)}
-    print(json.dumps(summary, default=str))
-    if result.status == "diverged":
-        sys.stderr.write(f"stabletune: run diverged: {result.error}\n")
-        return 1
-    return 0
+    if args.ensemble < 1:
+        raise ConfigError(f"invalid option --ensemble: must be >= 1, got {args.ensemble}")
+    if args.ensemble == 1:
+        results = [train(cfg)]
+    else:
+        from stabletune.ensemble import train_ensemble
+
+        if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+            raise ConfigError(f"invalid option --out: {cfg.out} exists and is not a folder (--ensemble writes "
+                              f"one run folder per member inside it)")
+        # each member's folder is checked (exists without --overwrite?) before any training starts
+        results = train_ensemble(member_configs(cfg, args.ensemble))
+    code = 0
+    for result in results:
+        summary = {"status": result.status, "out": result.out_dir, "seed": result.seeds["seed"],
+                   "steps": result.last["step"],
+                   "best": {"step": result.best["step"], "test": result.best["test"]},
+                   "last": {"step": result.last["step"], "test": result.last["test"]},
+                   "wall_s": round(result.timings["wall_s"], 1),
+                   "examples_per_s": round(result.timings["examples_per_s"], 1)}
+        if args.ensemble > 1:
+            summary["ensemble"] = result.techniques.get("ensemble", {}).get("mode")
+        print(json.dumps(summary, default=str))
+        if result.status == "diverged":
+            sys.stderr.write(f"stabletune: run {result.out_dir or ''} diverged: {result.error}\n")
+            code = 1
+    return code

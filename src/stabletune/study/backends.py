@@ -70,20 +70,20 @@ def execute(job: dict, run_fn: RunFn | None = None, sink: Sink | None = None) ->
     """Run one job and return its outcome (never raises for a failing run).
 
     Args:
-        job: ``{"run_id", "config": RunConfig dict, "kill": {"at_eval", "threshold"} | None}``.
+        job: ``{"run_id", "config": RunConfig dict, "kill": {"at_eval", "threshold"} | None}``; a job with
+            ``"members": [{"run_id", "config"}, ...]`` trains those runs at once (see :func:`execute_group`).
         run_fn: ``train(cfg, out_dir, *, callback)``; default :func:`stabletune.train.train`.
         sink: receives ``(run_id, step, total, score)`` progress tuples.
 
     Returns:
         ``{"run_id", "ok", "result" | "error", "user_error", "started_at", "host", "pid"}``.
     """
+    if job.get("members"):
+        return execute_group(job, sink)
     from stabletune.config import RunConfig
-    from stabletune.errors import UserError as _UserError
-    from stabletune.study.store import utcnow
 
     run_id = job["run_id"]
-    started = utcnow()
-    base = {"run_id": run_id, "started_at": started, "host": socket.gethostname(), "pid": os.getpid()}
+    base = _outcome_base(run_id)
     kill = job.get("kill")
     state = {"evals": 0, "sent": 0.0}
 
@@ -109,8 +109,55 @@ def execute(job: dict, run_fn: RunFn | None = None, sink: Sink | None = None) ->
         data = result.to_dict() if hasattr(result, "to_dict") else dict(result)
         return {**base, "ok": True, "result": data}
     except Exception as e:  # a failed run is a result of the study, not a crash of it
-        return {**base, "ok": False, "error": f"{type(e).__name__}: {e}", "user_error": isinstance(e, _UserError),
-                "traceback": traceback.format_exc()}
+        return {**base, **_failure(e)}
+
+
+def execute_group(job: dict, sink: Sink | None = None) -> dict:
+    """Train a job's member runs as one vectorised ensemble (:func:`stabletune.ensemble.train_ensemble`).
+
+    Returns ``{"run_id": job id, "group": [one outcome per member, as :func:`execute` returns it]}``; when the
+    ensemble fails, every member carries the failure.
+    """
+    from stabletune.config import RunConfig
+
+    ids = [m["run_id"] for m in job["members"]]
+    bases = [_outcome_base(i) for i in ids]
+    state = {"sent": 0.0}
+
+    def callback(event: dict) -> bool:
+        if sink is None:
+            return False
+        if event.get("event") == "eval":
+            sink((ids[event["member"]], event["step"], event["total"], event.get("score")))
+        elif time.monotonic() - state["sent"] >= PROGRESS_INTERVAL:
+            state["sent"] = time.monotonic()
+            for i in ids:
+                sink((i, event["step"], event["total"], None))
+        return False
+
+    try:
+        from stabletune.ensemble import train_ensemble
+
+        cfgs = [RunConfig(**m["config"]).validate() for m in job["members"]]
+        results = train_ensemble(cfgs, [None] * len(cfgs), callback=callback)
+        return {"run_id": job["run_id"],
+                "group": [{**b, "ok": True, "result": r.to_dict()} for b, r in zip(bases, results)]}
+    except Exception as e:  # every member fails with the ensemble
+        fail = _failure(e)
+        return {"run_id": job["run_id"], "group": [{**b, **fail} for b in bases]}
+
+
+def _outcome_base(run_id: str) -> dict:
+    from stabletune.study.store import utcnow
+
+    return {"run_id": run_id, "started_at": utcnow(), "host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _failure(e: Exception) -> dict:
+    from stabletune.errors import UserError as _UserError
+
+    return {"ok": False, "error": f"{type(e).__name__}: {e}", "user_error": isinstance(e, _UserError),
+            "traceback": traceback.format_exc()}
 
 
 # --- local process pool ---------------------------------------------------------------------------
@@ -174,6 +221,11 @@ class Backend:
     capacity = 1
     threads = 1
 
+    @property
+    def uses_gpu(self) -> bool:
+        """Whether runs execute on a GPU (decides the study's default ensemble size)."""
+        return False
+
     def start(self) -> None:  # pragma: no cover - interface
         pass
 
@@ -203,6 +255,10 @@ class InlineBackend(Backend):
         self.threads = threads or available_cores()
         self.sink = sink
         self._done: list[dict] = []
+
+    @property
+    def uses_gpu(self) -> bool:
+        return bool(visible_gpus())
 
     def submit(self, job: dict) -> None:
         self._done.append(execute(job, self.run_fn, self.sink))
@@ -265,6 +321,10 @@ class LocalBackend(Backend):
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
         return out
+
+    @property
+    def uses_gpu(self) -> bool:
+        return bool(self.gpu_ids)
 
     def describe(self) -> str:
         gpus = f", GPU {'/'.join(self.gpu_ids)} (one per worker)" if self.gpu_ids else ""
@@ -366,6 +426,10 @@ class RayBackend(Backend):
         self._queue = Queue(actor_options={"num_cpus": 0})
         self._remote = ray.remote(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run,
                                   max_retries=0)(_ray_execute)
+
+    @property
+    def uses_gpu(self) -> bool:
+        return bool(self.gpus_per_run)
 
     def submit(self, job: dict) -> None:
         self._refs[self._remote.remote(job, self.run_fn, self._queue)] = job["run_id"]

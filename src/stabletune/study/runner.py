@@ -221,7 +221,8 @@ def preflight(spec: StudySpec, runs: list[RunSpec]) -> None:
 def run_study(study: StudySpec | str | Path, *, db: str | Path | None = None, backend: str = "local",
               workers: int | None = None, ray_address: str | None = None, quiet: bool = False,
               progress: bool = True, early_kill: EarlyKill | None = None, retry_failed: bool = False,
-              data_dir: str | None = None, run_fn: RunFn | None = None) -> StudyOutcome:
+              data_dir: str | None = None, run_fn: RunFn | None = None,
+              ensemble: int | None = None) -> StudyOutcome:
     """Run (or resume) every run of a study and store the results.
 
     Args:
@@ -237,6 +238,9 @@ def run_study(study: StudySpec | str | Path, *, db: str | Path | None = None, ba
         data_dir: GLUE folder for every run (overrides the study file).
         run_fn: the run function (default :func:`stabletune.train.train`); must be picklable for
             ``local``/``ray``.
+        ensemble: train up to this many runs that differ only in their seeds at once, as one vectorised model
+            (:func:`stabletune.ensemble.train_ensemble`); None (auto): :data:`GPU_ENSEMBLE` on a GPU backend,
+            1 on CPU, where it is slower than separate runs (docs/performance.md). Not combined with early kill.
 
     Returns:
         A :class:`StudyOutcome` (counts by status over the planned runs, failures, search choices).
@@ -260,6 +264,10 @@ def run_study(study: StudySpec | str | Path, *, db: str | Path | None = None, ba
             holder["display"].step(msg[0], msg[1], msg[2])
             holder["display"].tick()
 
+    if ensemble is not None and ensemble < 1:
+        raise ConfigError(f"invalid option --ensemble: must be >= 1, got {ensemble}")
+    if ensemble is not None and ensemble > 1 and run_fn is not None:
+        raise ConfigError("--ensemble needs stabletune's own train function (run_fn must be None)")
     backend_ = make_backend(backend, workers=workers, run_fn=run_fn, ray_address=ray_address, sink=inline_sink)
     with StudyLock(db_path), Store.open(db_path, create=True) as store:
         store.save_spec(spec.name, spec.text, str(spec.path) if spec.path else None)
@@ -267,7 +275,8 @@ def run_study(study: StudySpec | str | Path, *, db: str | Path | None = None, ba
         store.reset([r["run_id"] for r in store.runs() if r["status"] == "running"])  # left by a killed driver
         if retry_failed and store.reset(planner.plan(store).ids, from_status=("failed",)):
             planner = Planner(spec)  # retried search runs may change a search's choice: decide afresh
-        driver = _Driver(spec, planner, store, backend_, early_kill, mode)
+        driver = _Driver(spec, planner, store, backend_, early_kill, mode, ensemble=ensemble,
+                         custom_run_fn=run_fn is not None)
         try:
             driver.run(holder)
         finally:
@@ -291,9 +300,13 @@ class _Driver:
     final runs of a search as soon as its search runs are all done."""
 
     def __init__(self, spec: StudySpec, planner: Planner, store: Store, backend: Backend,
-                 early_kill: EarlyKill | None, mode: str):
+                 early_kill: EarlyKill | None, mode: str, *, ensemble: int | None = None,
+                 custom_run_fn: bool = False):
         self.spec, self.planner, self.store, self.backend = spec, planner, store, backend
         self.early_kill, self.mode = early_kill, mode
+        self.requested_ensemble, self.custom_run_fn = ensemble, custom_run_fn
+        self.ensemble = 1
+        self.jobs: dict[str, list[RunSpec]] = {}  # job id -> the runs it trains (several for an ensemble)
         self.outcome = StudyOutcome(spec.name, store.path, "nothing to run", spec.num_runs(), {})
         self.display: Display | None = None
         self.in_flight: dict[str, RunSpec] = {}
@@ -307,7 +320,11 @@ class _Driver:
         self.queue = self._copy_or_queue(plan.runs)
         if self.queue:  # start workers (or a Ray instance) only when there is something to run
             self.backend.start()
-            self.outcome.backend = self.backend.describe()
+            self.ensemble = resolve_ensemble(self.requested_ensemble, gpu=self.backend.uses_gpu,
+                                             early_kill=self.early_kill is not None,
+                                             custom_run_fn=self.custom_run_fn)
+            self.outcome.backend = self.backend.describe() + (
+                f", ensembles of up to {self.ensemble} seeds" if self.ensemble > 1 else "")
         statuses = self.store.statuses()
         done = sum(statuses.get(i) in (*RESULT_STATUSES, "failed") for i in plan.ids)
         failed = sum(statuses.get(i) == "failed" for i in plan.ids)
@@ -334,14 +351,50 @@ class _Driver:
         self.backend.close()
 
     def _fill(self) -> None:
-        while self.queue and len(self.in_flight) < self.backend.capacity and self.user_error is None:
-            run = self.queue.pop(0)
-            self.store.mark_running(run.run_id)
-            self.in_flight[run.run_id] = run
-            self.display.start(run)
-            self.backend.submit(_job(run, self.store, self.early_kill, self.backend))
+        while self.queue and len(self.jobs) < self.backend.capacity and self.user_error is None:
+            group = [self.queue.pop(0)]
+            group += self._companions(group[0])
+            for run in group:
+                self.store.mark_running(run.run_id)
+                self.in_flight[run.run_id] = run
+                self.display.start(run)
+            self.jobs[group[0].run_id] = group
+            job = _job(group[0], self.store, self.early_kill, self.backend)
+            if len(group) > 1:
+                job["members"] = [{"run_id": r.run_id, "config": _job(r, self.store, None, self.backend)["config"]}
+                                  for r in group]
+            self.backend.submit(job)
+
+    def _companions(self, run: RunSpec) -> list[RunSpec]:
+        """Queued runs to train together with ``run`` as one ensemble: the same config up to the seeds."""
+        if self.ensemble <= 1:
+            return []
+        from stabletune.ensemble import member_key, sequential_reason  # imports torch: only when needed
+
+        if sequential_reason(run.config) is not None:
+            return []
+        key = member_key(run.config)
+        picked = [r for r in self.queue if member_key(r.config) == key][:self.ensemble - 1]
+        if picked:
+            ids = {r.run_id for r in picked}
+            self.queue = [r for r in self.queue if r.run_id not in ids]
+        return picked
 
     def _handle(self, out: dict) -> None:
+        """One job's outcome: an ensemble's per-member outcomes, or a single run's (a job that failed as a
+        whole, e.g. its worker died, fails each of its runs)."""
+        group = self.jobs.pop(out["run_id"], None) or [self.in_flight[out["run_id"]]]
+        outcomes = {o["run_id"]: o for o in out.get("group", [])}
+        for run in group:
+            one = outcomes.get(run.run_id)
+            if one is None:
+                one = {**out, "run_id": run.run_id} if "group" not in out else {
+                    "run_id": run.run_id, "ok": False, "user_error": False,
+                    "error": "the ensemble returned no outcome for this run"}
+                one.pop("group", None)
+            self._handle_run(one)
+
+    def _handle_run(self, out: dict) -> None:
         run = self.in_flight.pop(out["run_id"])
         if out.get("user_error"):  # the same mistake would fail every run: stop, and keep this one pending
             self.store.reset([run.run_id])
@@ -397,6 +450,21 @@ class _Driver:
         self.store.add_planned(runs)
         statuses = self.store.statuses()
         return sorted((r for r in runs if statuses.get(r.run_id) == "pending"), key=lambda r: r.order)
+
+
+#: Ensemble size of ``--ensemble auto`` on a GPU (measured with benchmarks/gpu_check.sh, docs/performance.md).
+GPU_ENSEMBLE = 4
+
+
+def resolve_ensemble(requested: int | None, *, gpu: bool, early_kill: bool = False,
+                     custom_run_fn: bool = False) -> int:
+    """The ensemble size a study uses: ``requested``, or (None) :data:`GPU_ENSEMBLE` on a GPU and 1 on CPU.
+    Early kill judges each run on its own and stops it alone, so it keeps runs separate (1)."""
+    if early_kill or custom_run_fn:
+        return 1
+    if requested is not None:
+        return requested
+    return GPU_ENSEMBLE if gpu else 1
 
 
 def _job(run: RunSpec, store: Store, early_kill: EarlyKill | None, backend: Backend) -> dict:
