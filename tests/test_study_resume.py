@@ -286,10 +286,10 @@ def test_local_backend_runs_in_spawned_workers(study, tmp_path, monkeypatch):
 def test_default_workers_and_gpu_assignment():
     import multiprocessing as mp
 
-    from stabletune.study.backends import assign_gpu, default_workers, threads_per_worker
+    from stabletune.study.backends import WORKERS_PER_GPU, assign_gpu, default_workers, threads_per_worker
 
     assert [default_workers(c, gpus=0) for c in (1, 2, 4, 8, 16)] == [1, 2, 4, 2, 4]
-    assert default_workers(16, gpus=2) == 2
+    assert default_workers(16, gpus=2) == 2 * WORKERS_PER_GPU == 4
     assert threads_per_worker(2, 2) == 1 and threads_per_worker(4, 16) == 4 and threads_per_worker(8, 2) == 1
     counter = mp.get_context("spawn").Value("i", 0)
     old = os.environ.get("CUDA_VISIBLE_DEVICES")

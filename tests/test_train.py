@@ -202,3 +202,21 @@ def test_init_from_earlier_run_keeps_encoder_replaces_head(tiny_model, tmp_path)
     # same label space: the head is kept too
     third = train(cfg_for(tiny_model, max_steps=1, num_evals=1, init_from=str(tmp_path / "rte")))
     assert third.techniques["new_param_names"] == []
+
+
+def test_padding_to_max_length_changes_nothing_but_rounding(tiny_model):
+    """--padding max_length (the official code's data path) trains the same run: padding is masked out."""
+    from torch.testing import assert_close
+
+    widths = {"dynamic": [], "max_length": []}
+
+    def record(kind):
+        return lambda e: widths[kind].append(e["width"]) if e["event"] == "step" else None
+
+    dyn = train(cfg_for(tiny_model, dropout=0.0), callback=record("dynamic"))
+    fixed = train(cfg_for(tiny_model, dropout=0.0, padding="max_length"), callback=record("max_length"))
+    assert set(widths["max_length"]) == {64} and max(widths["dynamic"]) <= 64 and min(widths["dynamic"]) < 64
+    assert_close(torch.tensor([r["loss"] for r in fixed.train_log]), torch.tensor([r["loss"] for r in dyn.train_log]),
+                 rtol=1e-5, atol=1e-5)
+    assert fixed.best["step"] == dyn.best["step"]
+    assert_close(fixed.best["test"], dyn.best["test"], rtol=1e-5, atol=1e-5)

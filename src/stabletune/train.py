@@ -359,7 +359,8 @@ def _train_loop(model, optimizer, scheduler, after_step, params, enc, spec, cfg,
         train_log.append({"step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm})
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
-        stop = bool(callback({"event": "step", "step": step, "total": total, "loss": loss_value})) if callback else False
+        stop = bool(callback({"event": "step", "step": step, "total": total, "loss": loss_value,
+                              "width": int(batch["input_ids"].shape[1])})) if callback else False
 
         if step in evals_at:
             train_s += time.perf_counter() - t0

@@ -7,7 +7,9 @@ driver writes SQLite.
 Threads: on this project's 2-core machine, 2 processes x 1 torch thread gave 20-27 % more throughput than
 1 process x 2 threads, so :func:`default_workers` prefers processes (one per core up to 4 cores, then
 4-thread workers) and each worker sets ``torch.set_num_threads(cores // workers)``. With NVIDIA GPUs the local
-pool runs one worker per GPU, each seeing only its own (``CUDA_VISIBLE_DEVICES``).
+pool runs :data:`WORKERS_PER_GPU` workers per GPU, each seeing only its own (``CUDA_VISIBLE_DEVICES``): one
+MiniLM-sized run leaves an H200 mostly idle, and on one H200 (8 CoLA seeds, benchmarks/gpu_study.py) 2 workers
+ran the study 1.45x faster than 1 worker, and 2 workers x ensembles of 4 seeds 1.75-2.1x (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -49,12 +51,16 @@ def visible_gpus() -> list[str]:
         return []
 
 
+#: Concurrent jobs per GPU (measured on an H200, docs/performance.md).
+WORKERS_PER_GPU = 2
+
+
 def default_workers(cores: int | None = None, gpus: int | None = None) -> int:
-    """Concurrent runs for the local backend: one per GPU if there are GPUs; else one per core up to 4 cores,
-    then one per 4 cores."""
+    """Concurrent jobs for the local backend: :data:`WORKERS_PER_GPU` per GPU if there are GPUs; else one per
+    core up to 4 cores, then one per 4 cores."""
     gpus = len(visible_gpus()) if gpus is None else gpus
     if gpus:
-        return gpus
+        return gpus * WORKERS_PER_GPU
     cores = cores or available_cores()
     return cores if cores <= 4 else max(1, cores // 4)
 
@@ -327,7 +333,7 @@ class LocalBackend(Backend):
         return bool(self.gpu_ids)
 
     def describe(self) -> str:
-        gpus = f", GPU {'/'.join(self.gpu_ids)} (one per worker)" if self.gpu_ids else ""
+        gpus = f", GPU {'/'.join(self.gpu_ids)} (shared round-robin by the workers)" if self.gpu_ids else ""
         return f"{self.name}: {self.capacity} concurrent run(s) x {self.threads} thread(s){gpus}"
 
     def progress(self) -> list[tuple]:
@@ -410,9 +416,10 @@ class RayBackend(Backend):
         cpus = int(resources.get("CPU", 1))
         gpus = resources.get("GPU", 0)
         if self.gpus_per_run is None:
-            self.gpus_per_run = 1 if gpus >= 1 else 0
+            self.gpus_per_run = 1 / WORKERS_PER_GPU if gpus >= 1 else 0
         if self.cpus_per_run is None:
-            workers = self._workers or (int(gpus) if self.gpus_per_run else default_workers(cpus, gpus=0))
+            workers = self._workers or (int(gpus / self.gpus_per_run) if self.gpus_per_run
+                                        else default_workers(cpus, gpus=0))
             self.cpus_per_run = threads_per_worker(max(1, workers), cpus)
         self.threads = self.cpus_per_run
         if self._workers:
