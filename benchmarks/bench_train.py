@@ -245,8 +245,8 @@ def _instrumented_stabletune(window: Window):
 
     real_collate, real_evaluate = train_mod.collate, train_mod.evaluate
 
-    def collate(enc, idx, *, pad_id):
-        batch = real_collate(enc, idx, pad_id=pad_id)
+    def collate(enc, idx, *, pad_id, pad_to=None):
+        batch = real_collate(enc, idx, pad_id=pad_id, pad_to=pad_to)
         pending.append(batch_stats(batch["attention_mask"]))
         return batch
 

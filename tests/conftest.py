@@ -47,6 +47,22 @@ def tiny_batch(model_type: str, *, batch: int = 4, length: int = 9, num_labels: 
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
 
 
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A tiny BERT (hidden 32, random weights) saved as a model directory with a tokenizer, for whole runs."""
+    from tinymodel import make_tiny_bert
+
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert")
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """Runs set torch's thread count (--threads); give every test the count it started with."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def make_tiny():
     return build_tiny

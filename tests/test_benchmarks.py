@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tinymodel import glue_dir, make_tiny_bert
+from tinymodel import glue_dir
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -23,18 +23,6 @@ def load_script(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return make_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert")
-
-
-@pytest.fixture(autouse=True)
-def keep_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])

@@ -11,12 +11,7 @@ import pytest
 from stabletune.cli import main
 from stabletune.cli.train import parse_overrides
 from stabletune.config import RunConfig, make_config
-from tinymodel import glue_dir, make_tiny_bert
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return make_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert")
+from tinymodel import glue_dir
 
 
 def run_cli(args, capsys):

@@ -17,7 +17,6 @@ import pytest
 from stabletune.config import DATA_DIR_ENV
 from stabletune.data import Example, load_task_data, read_glue_tsv
 from stabletune.errors import ConfigError, DataError
-from stabletune.tasks import get_task
 
 SHARED_GLUE = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "glue").resolve()
 

@@ -14,19 +14,7 @@ from stabletune.config import make_config
 from stabletune.ensemble import train_ensemble
 from stabletune.errors import ConfigError
 from stabletune.train import train
-from tinymodel import glue_dir, make_tiny_bert
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return make_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+from tinymodel import glue_dir
 
 
 def cfg_for(model_dir, **kw):
@@ -94,8 +82,8 @@ def test_diverged_member_stops_alone(tiny_model, monkeypatch):
     def poisoning(real, bad_call):
         calls = {"n": 0}
 
-        def collate(enc, idx, *, pad_id):
-            batch = real(enc, idx, pad_id=pad_id)
+        def collate(enc, idx, *, pad_id, pad_to=None):
+            batch = real(enc, idx, pad_id=pad_id, pad_to=pad_to)
             if len(idx) == 8:  # a training batch (evaluation batches hold up to 64 examples)
                 if calls["n"] == bad_call:
                     batch["labels"] = torch.full_like(batch["labels"], -100)  # cross-entropy over nothing: NaN

@@ -7,14 +7,12 @@ import json
 import subprocess
 import sys
 
-import pytest
-import torch
 from torch.testing import assert_close
 
 from stabletune.study import run_study
 from stabletune.study.runner import GPU_ENSEMBLE, resolve_ensemble
 from stabletune.study.store import Store
-from tinymodel import glue_dir, make_tiny_bert
+from tinymodel import glue_dir
 
 STUDY = """
 name: ens
@@ -27,18 +25,6 @@ methods:
 tasks: [rte]
 seeds: 3
 """
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return make_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert")
-
-
-@pytest.fixture(autouse=True)
-def keep_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
 
 
 def stored(db) -> dict[tuple[str, int], dict]:

@@ -11,12 +11,7 @@ import torch
 from stabletune import train as train_mod
 from stabletune.config import make_config
 from stabletune.train import eval_steps, linear_schedule, train
-from tinymodel import glue_dir, make_tiny_bert
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return make_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert")
+from tinymodel import glue_dir
 
 
 def cfg_for(model_dir, **kw):
