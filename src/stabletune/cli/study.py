@@ -33,7 +33,8 @@ def register(sub) -> None:
     r.add_argument("--data-dir", metavar="DIR", help="GLUE folder for every run (overrides the study file)")
     r.add_argument("--ensemble", default="auto", metavar="K|auto",
                    help="train up to K runs that differ only in their seeds at once as one vectorised model "
-                        "(auto: 4 on a GPU, 1 on CPU, where separate worker processes are faster; see docs/performance.md)")
+                        "(auto: 4 on a GPU, 1 on CPU, where separate worker processes are faster; "
+                        "see docs/performance.md)")
     r.add_argument("--quiet", action="store_true", help="one log line per finished run instead of a progress bar")
     r.add_argument("--retry-failed", action="store_true", help="also redo runs recorded as failed")
     k = r.add_argument_group("early kill (Dodge et al., 2020; off by default)")

@@ -53,7 +53,7 @@ def register(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="extra overrides, e.g. lr=3e-5")
     p.add_argument("--ensemble", type=int, default=1, metavar="K",
                    help="train K seeds (seed, seed+1, ...) at once as one vectorised model, each written as its "
-                        "own run folder OUT/seed<N>; pays on a GPU, slower than separate runs on CPU "
+                        "own run folder OUT/seed<N>; pays on a GPU; on CPU separate worker processes are faster "
                         "(docs/performance.md) (default: 1)")
     add_config_options(p)
     p.set_defaults(func=run)
