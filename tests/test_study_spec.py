@@ -269,3 +269,19 @@ def test_cli_status_before_any_run_writes_nothing(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "0/4 done" in proc.stdout and "pending 4" in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]
+
+
+def test_run_ids_survive_new_config_fields():
+    """Adding a RunConfig field must not change the ids of runs stored before it (a study would recompute them).
+    The expected id was computed by the code of commit 375edfa, before `padding` existed."""
+    import dataclasses
+
+    from stabletune.config import RunConfig
+    from stabletune.study.spec import HASHED_FIELDS_V1
+
+    cfg = RunConfig(task="cola", split="paper-1k", lr=1e-4, seed=3)
+    assert run_id_for("adam", "cola", "final", cfg) == "5ed879f43e7c90e2"
+    # every field added since is hashed only away from its default
+    later = {f.name for f in dataclasses.fields(RunConfig)} - HASHED_FIELDS_V1
+    assert "padding" in later
+    assert run_id_for("adam", "cola", "final", dataclasses.replace(cfg, padding="max_length")) != "5ed879f43e7c90e2"

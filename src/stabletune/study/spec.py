@@ -55,6 +55,18 @@ RESERVED = {
 #: another machine, data location or thread count.
 HASH_EXCLUDE = ("data_dir", "threads", "progress", "out", "overwrite")
 
+#: RunConfig's fields when run ids were introduced (2026-11-26). A field added since enters a run's id only when
+#: it is set away from its default, so the runs a study stored before that field existed keep their ids (and the
+#: study resumes instead of recomputing everything).
+HASHED_FIELDS_V1 = frozenset((
+    "adam_beta1", "adam_beta2", "adam_eps", "attn_implementation", "batch_size", "data_dir", "data_seed", "dev_file",
+    "device", "dropout", "epochs", "eval_batch_size", "group_by_length", "init_from", "init_seed", "label_column",
+    "llrd", "lr", "max_grad_norm", "max_seq_length", "max_steps", "mixout", "mixout_granularity", "mixout_targets",
+    "model", "num_evals", "optimizer", "out", "overwrite", "precision", "pretrained_wd", "pretrained_wd_new_params",
+    "progress", "reinit_layers", "reinit_pooler", "save_model", "seed", "split", "split_seed", "task", "task_type",
+    "text_columns", "threads", "track_param_distance", "train_file", "train_size", "warmup_ratio", "warmup_steps",
+    "weight_decay"))
+
 #: Path-valued options resolved relative to the study file.
 PATH_KEYS = ("data_dir", "train_file", "dev_file", "init_from")
 
@@ -173,9 +185,12 @@ def canonical_json(obj: Any) -> str:
 def run_id_for(method: str, task: str, phase: str, cfg: RunConfig) -> str:
     """Stable id of a run: a hash of its resolved config (seeds included), method, task and phase.
 
-    Options in :data:`HASH_EXCLUDE` (data location, threads, progress) are left out.
+    Options in :data:`HASH_EXCLUDE` (data location, threads, progress) are left out, and so are options added
+    after :data:`HASHED_FIELDS_V1` while they keep their default.
     """
-    conf = {k: v for k, v in cfg.to_dict().items() if k not in HASH_EXCLUDE}
+    defaults = RunConfig()
+    conf = {k: v for k, v in cfg.to_dict().items() if k not in HASH_EXCLUDE
+            and (k in HASHED_FIELDS_V1 or v != getattr(defaults, k))}
     key = canonical_json({"method": method, "task": task, "phase": phase, "config": conf})
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
