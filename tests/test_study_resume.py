@@ -185,6 +185,15 @@ def test_status_reports_interrupted_runs(study, tmp_path):
     st = study_status(path)
     assert st["counts"]["finished"] == 2 and st["counts"]["interrupted"] == 1 and st["counts"]["pending"] == 3
     assert not st["live"] and st["mean_run_s"] == pytest.approx(0.1)
+    assert st["unplanned"] == 0
+
+
+def test_status_counts_stored_runs_the_edited_study_no_longer_plans(study, tmp_path):
+    path = study()
+    assert run_study(path, backend="inline", run_fn=Recorder(), progress=False).ok
+    path.write_text(STUDY.replace("base: {max_steps: 6, num_evals: 3}", "base: {max_steps: 8, num_evals: 3}"))
+    st = study_status(path)
+    assert st["unplanned"] == 6 and st["counts"]["pending"] == 6 and st["counts"]["finished"] == 0
 
 
 # ------------------------------------------------------------------------------------------------

@@ -129,6 +129,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  search: {line}")
     for method, task in st["blocked"]:
         print(f"  blocked: {method}/{task}: no search candidate produced a validation score")
+    if st["unplanned"]:
+        print(f"  note: {st['unplanned']} stored run(s) are not planned by this study file (it was edited, or "
+              f"stabletune changed how runs are identified); they are kept but not part of the results")
     return 0
 
 

@@ -487,7 +487,9 @@ def study_status(study: StudySpec | str | Path, *, db: str | Path | None = None,
                  workers: int | None = None) -> dict[str, Any]:
     """Counts by status over the planned runs, per (method, task), mean run time and ETA. Writes nothing.
 
-    ``running`` rows whose driver is gone (killed) are reported as ``interrupted``.
+    ``running`` rows whose driver is gone (killed) are reported as ``interrupted``; ``unplanned`` counts stored
+    runs that the study file no longer plans (it was edited, or a stabletune upgrade changed the run ids): they are
+    kept, but they are not part of the study's results.
     """
     from stabletune.study.backends import default_workers
 
@@ -501,10 +503,12 @@ def study_status(study: StudySpec | str | Path, *, db: str | Path | None = None,
     live = StudyLock.held(db_path)
     choices: list[str] = []
     blocked: list[tuple[str, str]] = []
+    unplanned = 0
     if db_path.exists():
         with Store.open(db_path, readonly=True) as store:
             plan = planner.plan(store)
             rows = {r["run_id"]: r for r in store.runs(plan.ids)}
+            unplanned = len(set(store.statuses()) - set(plan.ids))
             mean_s = store.mean_run_seconds()
             choices = [describe_choice(g, c) for g, c in plan.choices.items()]
             blocked = plan.blocked
@@ -524,4 +528,4 @@ def study_status(study: StudySpec | str | Path, *, db: str | Path | None = None,
     return {"name": spec.name, "db": str(db_path), "exists": db_path.exists(), "live": live, "total": total,
             "counts": counts, "groups": groups, "mean_run_s": mean_s,
             "eta_s": None if mean_s is None else mean_s * remaining / n, "workers": n,
-            "choices": choices, "blocked": blocked}
+            "choices": choices, "blocked": blocked, "unplanned": unplanned}
