@@ -85,6 +85,19 @@ def gemm_peak(device: torch.device, dtype: torch.dtype, n: int) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
+def timed_steps(step, device: torch.device, *, warmup: int, steps: int):
+    """Median seconds of ``step()`` over ``steps`` calls after ``warmup`` untimed ones, and its last return."""
+    times, out = [], None
+    for i in range(warmup + steps):
+        sync(device)
+        t = time.perf_counter()
+        out = step()
+        sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
 def single_model(sizes: dict, *, attn: str, device: torch.device, dtype: torch.dtype | None, batch: int,
                  length: int, warmup: int, steps: int) -> dict:
     from stabletune.optim import build_optimizer
@@ -95,25 +108,20 @@ def single_model(sizes: dict, *, attn: str, device: torch.device, dtype: torch.d
     opt = build_optimizer(model.parameters(), name="adamw", lr=2e-5)
     params = [p for p in model.parameters() if p.requires_grad]
     inputs, labels = random_batch(batch, length, device)
-    times = []
-    for i in range(warmup + steps):
-        sync(device)
-        t = time.perf_counter()
+    def step():
         with autocast(device, dtype):
             loss = compute_loss(model(**inputs).logits, labels, False)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-    s = statistics.median(times)
+        return loss
+
+    s, loss = timed_steps(step, device, warmup=warmup, steps=steps)
     flops = Dims(model.config, 2).step_flops(batch * length, batch * length * length, batch)
     out = {"attn": attn, "s_per_step": s, "steps_per_s": 1 / s, "examples_per_s": batch / s,
            "tflop_per_s": flops / s / 1e12, "peak_memory_gb": peak_memory_gb(device),
            "n_params": sum(p.numel() for p in params), "loss_finite": math.isfinite(loss.item())}
-    del model, opt, params
     return out
 
 
@@ -135,26 +143,22 @@ def ensemble_speed(sizes: dict, *, ks: list[int], device: torch.device, dtype: t
         stacked = StackedModels(models, is_regression=False)
         opt = stacked.optimizer_like(build_optimizer(models[0].parameters(), name="adamw", lr=2e-5), models[0])
         inputs, labels = random_batch(batch, length, device, lead=(K,))
-        times = []
-        for i in range(warmup + steps):
-            sync(device)
-            t = time.perf_counter()
+        def step():
             with autocast(device, dtype):
                 losses = stacked.losses(inputs, labels)
             losses.sum().backward()
             stacked.clip_grad_norm_(1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
-            sync(device)
-            if i >= warmup:
-                times.append(time.perf_counter() - t)
-        s = statistics.median(times)
+            return losses
+
+        s, losses = timed_steps(step, device, warmup=warmup, steps=steps)
         base_s = base_s or s / K
         rows.append({"K": K, "s_per_step": s, "s_per_step_per_seed": s / K,
                      "speedup_per_seed_vs_first": base_s / (s / K),
                      "speedup_per_seed_vs_separate": sep["s_per_step"] / (s / K), "peak_memory_gb": peak_memory_gb(device),
                      "losses_finite": bool(torch.isfinite(losses).all())})
-        del models, stacked, opt
+        models = stacked = opt = step = None  # free this K before the next one is built
     return rows
 
 

@@ -361,8 +361,7 @@ class _Driver:
             self.jobs[group[0].run_id] = group
             job = _job(group[0], self.store, self.early_kill, self.backend)
             if len(group) > 1:
-                job["members"] = [{"run_id": r.run_id, "config": _job(r, self.store, None, self.backend)["config"]}
-                                  for r in group]
+                job["members"] = [{"run_id": r.run_id, "config": _run_config(r, self.backend)} for r in group]
             self.backend.submit(job)
 
     def _companions(self, run: RunSpec) -> list[RunSpec]:
@@ -383,16 +382,16 @@ class _Driver:
     def _handle(self, out: dict) -> None:
         """One job's outcome: an ensemble's per-member outcomes, or a single run's (a job that failed as a
         whole, e.g. its worker died, fails each of its runs)."""
-        group = self.jobs.pop(out["run_id"], None) or [self.in_flight[out["run_id"]]]
-        outcomes = {o["run_id"]: o for o in out.get("group", [])}
+        group = self.jobs.pop(out["run_id"])
+        if "group" not in out:
+            for run in group:
+                self._handle_run({**out, "run_id": run.run_id})
+            return
+        outcomes = {o["run_id"]: o for o in out["group"]}
         for run in group:
-            one = outcomes.get(run.run_id)
-            if one is None:
-                one = {**out, "run_id": run.run_id} if "group" not in out else {
-                    "run_id": run.run_id, "ok": False, "user_error": False,
-                    "error": "the ensemble returned no outcome for this run"}
-                one.pop("group", None)
-            self._handle_run(one)
+            self._handle_run(outcomes.get(run.run_id) or {
+                "run_id": run.run_id, "ok": False, "user_error": False,
+                "error": "the ensemble returned no outcome for this run"})
 
     def _handle_run(self, out: dict) -> None:
         run = self.in_flight.pop(out["run_id"])
@@ -467,10 +466,16 @@ def resolve_ensemble(requested: int | None, *, gpu: bool, early_kill: bool = Fal
     return GPU_ENSEMBLE if gpu else 1
 
 
-def _job(run: RunSpec, store: Store, early_kill: EarlyKill | None, backend: Backend) -> dict:
+def _run_config(run: RunSpec, backend: Backend) -> dict:
+    """The run's config as a worker gets it: the backend's thread count unless the study fixes one."""
     config = run.config.to_dict()
     if config.get("threads") is None and backend.name in ("local", "ray"):
         config["threads"] = backend.threads
+    return config
+
+
+def _job(run: RunSpec, store: Store, early_kill: EarlyKill | None, backend: Backend) -> dict:
+    config = _run_config(run, backend)
     kill = None
     if early_kill is not None:
         peers = store.eval_scores(*run.group, at_eval=early_kill.at_eval)

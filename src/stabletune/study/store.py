@@ -203,6 +203,14 @@ class StudyLock:
         return False
 
 
+def _holds_result(c: sqlite3.Connection, run_id: str) -> bool:
+    """Whether the run already holds a result (then it is never overwritten); KeyError for an unknown run."""
+    row = c.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise KeyError(f"run {run_id} is not in the study database")
+    return row["status"] in RESULT_STATUSES
+
+
 class Store:
     """A study database. ``Store.open(path, create=True)`` makes it; read-only opens never create a file."""
 
@@ -366,10 +374,7 @@ class Store:
                  for ck, point in (("best", best), ("last", last))
                  for split in ("val", "test") for m, v in (point.get(split) or {}).items()]
         with self.transaction() as c:
-            row = c.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-            if row is None:
-                raise KeyError(f"run {run_id} is not in the study database")
-            if row["status"] in RESULT_STATUSES:
+            if _holds_result(c, run_id):
                 return False
             for table in _CURVE_TABLES:
                 c.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
@@ -392,10 +397,7 @@ class Store:
                        host: str | None = None) -> bool:
         """Mark a run failed (train() raised) with its error; False if it already holds a result."""
         with self.transaction() as c:
-            row = c.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-            if row is None:
-                raise KeyError(f"run {run_id} is not in the study database")
-            if row["status"] in RESULT_STATUSES:
+            if _holds_result(c, run_id):
                 return False
             c.execute("UPDATE runs SET status = 'failed', error = ?, host = ?, started_at = coalesce(?, started_at), "
                       "finished_at = ? WHERE run_id = ?", (error, host, started_at, utcnow(), run_id))
