@@ -22,7 +22,7 @@ import pytest
 
 from stabletune.errors import DataError, UserError
 from stabletune.study import EarlyKill, load_frames, load_results, run_study, study_status
-from stabletune.study.store import Store
+from stabletune.study.store import Store, utcnow
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = Path(os.environ.get("STABLETUNE_DATA_DIR") or ROOT.parent / "shared" / "data" / "glue")
@@ -292,6 +292,31 @@ def test_local_backend_runs_in_spawned_workers(study, tmp_path, monkeypatch):
     assert {e["threads"] for e in envs} == {max(1, (len(os.sched_getaffinity(0))) // 2)}
 
 
+def test_local_backend_survives_a_worker_dying_before_the_next_submit(tmp_path, monkeypatch):
+    """A worker killed between wait() and submit() (the OOM killer) fails its run; the next submit goes to a
+    fresh pool instead of raising BrokenProcessPool out of the study driver."""
+    import concurrent.futures as cf
+
+    from stabletune.config import make_config
+    from stabletune.study.backends import LocalBackend
+
+    monkeypatch.setenv("CRASH_MARKER", str(tmp_path / "crashed"))
+    doomed = make_config({"task": "rte", "seed": 1, "optimizer": "bertadam"}).to_dict()
+    fine = make_config({"task": "rte", "seed": 2, "optimizer": "bertadam"}).to_dict()
+    backend = LocalBackend(1, 1, pool_fake_run)
+    try:
+        backend.submit({"run_id": "doomed", "config": doomed})
+        cf.wait(list(backend._futures))  # the worker has died and the pool knows it: the race, made certain
+        backend.submit({"run_id": "fine", "config": fine})
+        outcomes = {}
+        while len(outcomes) < 2:
+            outcomes.update({o["run_id"]: o for o in backend.wait(timeout=60)})
+    finally:
+        backend.close()
+    assert not outcomes["doomed"]["ok"] and "worker process died" in outcomes["doomed"]["error"]
+    assert outcomes["fine"]["ok"], outcomes["fine"]
+
+
 def test_default_workers_and_gpu_assignment():
     import multiprocessing as mp
 
@@ -312,16 +337,36 @@ def test_default_workers_and_gpu_assignment():
         else:
             os.environ["CUDA_VISIBLE_DEVICES"] = old
 
-
 # ------------------------------------------------------------------------------------------------
-# SIGKILL at any moment (fake runs with large curves: the kill lands inside writes too)
+# SIGKILL at known points, and at random points on top (fake runs with large curves)
 # ------------------------------------------------------------------------------------------------
+# The study runs in a child process whose hooks report where it is (a file in SYNC_DIR) and, at the point named
+# by STOP_AT, block until the test kills them: the kill lands exactly there, however fast the machine is.
 BIG_FAKE = textwrap.dedent('''
+    import contextlib
+    import os
     import time
+    from pathlib import Path
+
+    from stabletune.study.store import Store, utcnow
+
+    SYNC = Path(os.environ["SYNC_DIR"])
+    STOP_AT = os.environ.get("STOP_AT", "")
+    counts = {}
+
+
+    def reached(point):
+        """Count this point; say so once the count is reached; block there if it is STOP_AT."""
+        counts[point] = counts.get(point, 0) + 1
+        name = f"{point}:{counts[point]}"
+        (SYNC / name).touch()
+        if name == STOP_AT:
+            while True:  # until SIGKILL
+                time.sleep(60)
 
 
     def big_run(cfg, out_dir=None, *, callback=None):
-        time.sleep(0.1)
+        reached("start")  # the run has begun, its result is not stored yet
         n = 40000
         ev = [{"step": s, "epoch": 1.0, "val": {"acc": 0.5 + s / 1e6}, "val_loss": 0.5,
                "param_distance": [0.1] * 8} for s in range(100, n + 1, 100)]
@@ -331,6 +376,42 @@ BIG_FAKE = textwrap.dedent('''
                 "last": {"step": n, "val": ev[-1]["val"], "test": {"acc": 0.5}},
                 "train_log": [{"step": s, "loss": 0.1, "lr": 1e-5, "grad_norm": 1.0} for s in range(1, n + 1)],
                 "evals": ev, "timings": {"wall_s": 0.01}, "environment": {}, "error": None}
+
+
+    class _Conn:
+        """The store's connection, reporting 'write' once a result's training curve is inserted (uncommitted)."""
+
+        def __init__(self, conn):
+            self._conn = conn
+
+        def __getattr__(self, name):
+            return getattr(self._conn, name)
+
+        def executemany(self, sql, rows):
+            out = self._conn.executemany(sql, rows)
+            if sql.startswith("INSERT INTO train_loss"):
+                reached("write")
+            return out
+
+
+    _transaction = Store.transaction
+    _record = Store.record_result
+
+
+    @contextlib.contextmanager
+    def transaction(self):
+        with _transaction(self) as c:
+            yield _Conn(c)
+
+
+    def record_result(self, *args, **kwargs):
+        ok = _record(self, *args, **kwargs)
+        reached("stored")  # committed; the next run has not begun
+        return ok
+
+
+    Store.transaction = transaction
+    Store.record_result = record_result
 ''')
 
 
@@ -354,34 +435,67 @@ def check_db(db: Path, expect_steps: int | None = None) -> dict[str, sqlite3.Row
         conn.close()
 
 
-def test_sigkill_at_random_moments_never_corrupts(tmp_path):
+def _wait_for(path: Path, proc: subprocess.Popen, limit: float = 300.0) -> None:
+    """Wait until the child reports ``path`` (an event). The limit only turns a hang into a failure."""
+    deadline = time.monotonic() + limit
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"study ended before {path.name}: {proc.stderr.read().decode()[-2000:]}")
+        assert time.monotonic() < deadline, f"no {path.name} after {limit:.0f} s"
+        time.sleep(0.01)
+
+
+def test_sigkill_at_known_and_random_points_never_corrupts(tmp_path):
     (tmp_path / "bigfake.py").write_text(BIG_FAKE)
     path = tmp_path / "k.yaml"
     path.write_text(STUDY.replace("name: rs", "name: k").replace("seeds: 3", "seeds: 8"))
-    script = (f"from bigfake import big_run\nfrom stabletune.study import run_study\n"
-              f"run_study({str(path)!r}, backend='inline', run_fn=big_run, progress=False)\n")
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    script = (f"import bigfake\nfrom stabletune.study import run_study\n"
+              f"run_study({str(path)!r}, backend='inline', run_fn=bigfake.big_run, progress=False)\n")
     db = tmp_path / "k.db"
-    rng = random.Random(0)
     finished: dict[str, str] = {}
-    progressed = 0  # kills that landed after some and before all runs were stored
-    for attempt in range(8):
+    syncs = iter(range(1000))
+
+    def study_env(stop_at: str) -> dict:
+        sync = tmp_path / f"sync-{next(syncs)}"
+        sync.mkdir()
+        return {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+                "SYNC_DIR": str(sync), "STOP_AT": stop_at}
+
+    def kill_at(point: str, *, extra_s: float | None = None) -> tuple[dict, int]:
+        """Start the study, SIGKILL it at ``point`` (or ``extra_s`` seconds after it: a random moment)."""
+        env = study_env("" if extra_s is not None else point)
         proc = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=tmp_path,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(1.0, 2.5))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        proc.stderr.close()
-        if not db.exists():
-            continue
+        try:
+            _wait_for(Path(env["SYNC_DIR"]) / point, proc)
+            if extra_s is not None:
+                time.sleep(extra_s)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            proc.stderr.close()
         rows = check_db(db, expect_steps=40000)
         for run_id, at in finished.items():  # results, once written, never change
             assert rows[run_id]["status"] == "finished" and rows[run_id]["finished_at"] == at
         now_done = {k: r["finished_at"] for k, r in rows.items() if r["status"] == "finished"}
-        progressed += len(finished) < len(now_done) < len(rows)
+        new = len(now_done) - len(finished)
         finished.update(now_done)
-    assert progressed >= 2, "the kills should land in the middle of the study"
-    proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, timeout=300)
+        return rows, new
+
+    rows, new = kill_at("start:1")  # before any run is stored: the first run has begun
+    assert len(rows) == 16 and new == 0
+    rows, new = kill_at("write:2")  # during a write: the 2nd result's curves inserted, not committed
+    assert new == 1  # ... rolled back: only the 1st result is there, nothing half-written
+    rows, new = kill_at("stored:3")  # between runs: the 3rd result committed, the next run not begun
+    assert new == 3
+    rows, new = kill_at("start:2")  # mid-run: the 2nd run of this process has begun
+    assert new == 1 and len(finished) == 5
+    rng = random.Random(0)  # and at random moments on top, once the study is under way
+    for _ in range(3):
+        if len(finished) < 16:
+            kill_at("start:1", extra_s=rng.uniform(0.0, 1.5))
+    proc = subprocess.run([sys.executable, "-c", script], env=study_env(""), cwd=tmp_path, capture_output=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     rows = check_db(db, expect_steps=40000)
     assert len(rows) == 16 and {r["status"] for r in rows.values()} == {"finished"}
@@ -437,6 +551,7 @@ def test_sigkill_smoke_study_resumes_exactly(tmp_path):
     kept: dict[str, tuple] = {}  # run_id -> (finished_at, attempts) of every run seen finished
 
     def kill_when(cond, what: str, limit: float = 240.0) -> None:
+        kill_when.started = utcnow()
         proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         t0 = time.monotonic()
         workers: set[int] = set()
@@ -469,12 +584,8 @@ def test_sigkill_smoke_study_resumes_exactly(tmp_path):
     kill_when(lambda rows: n_done(rows) >= 3, "3 finished runs")
     before = len(kept)
 
-    def mid_run(rows) -> bool:  # a run has been running for 4 s (setup or training)
-        now = pd.Timestamp.now(tz="UTC")
-        return any(r["status"] == "running" and r["started_at"]
-                   and (now - pd.Timestamp(r["started_at"])).total_seconds() > 4 for r in rows)
-
-    kill_when(mid_run, "a run in progress")
+    kill_when(lambda rows: any(r["status"] == "running" and r["started_at"] > kill_when.started for r in rows),
+              "a run in progress")  # one this driver started: stale 'running' rows of the killed one don't count
     assert len(kept) < 6 and len(kept) >= before
 
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)

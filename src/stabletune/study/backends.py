@@ -292,7 +292,8 @@ class LocalBackend(Backend):
 
     def start(self) -> None:
         ctx = mp.get_context(self.context)
-        self._queue = ctx.Queue()
+        if self._queue is None:
+            self._queue = ctx.Queue()
         counter = ctx.Value("i", 0) if self.gpu_ids else None
         self._pool = cf.ProcessPoolExecutor(max_workers=self.capacity, mp_context=ctx, initializer=_init_worker,
                                             initargs=(self._queue, self.threads, os.getpid(), counter,
@@ -301,31 +302,38 @@ class LocalBackend(Backend):
     def submit(self, job: dict) -> None:
         if self._pool is None:
             self.start()
-        self._futures[self._pool.submit(_pool_execute, job, self.run_fn)] = job["run_id"]
+        try:
+            fut = self._pool.submit(_pool_execute, job, self.run_fn)
+        except cf.process.BrokenProcessPool:
+            # A worker died since the last wait() (killed, out of memory): the pool refuses new work. Its runs
+            # in flight fail with BrokenProcessPool in wait(); this job goes to a fresh pool.
+            self._replace_pool()
+            fut = self._pool.submit(_pool_execute, job, self.run_fn)
+        self._futures[fut] = job["run_id"]
+
+    def _replace_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        self.start()
 
     def wait(self, timeout: float) -> list[dict]:
         if not self._futures:
             return []
         done, _ = cf.wait(list(self._futures), timeout=timeout, return_when=cf.FIRST_COMPLETED)
-        out, broken = [], False
+        out = []
         for fut in done:
             run_id = self._futures.pop(fut)
             try:
                 out.append(fut.result())
             except cf.process.BrokenProcessPool:
-                broken = True
+                # The executor fails every run in flight on a broken pool, each through its own future; the
+                # next submit() starts a fresh pool.
                 out.append({"run_id": run_id, "ok": False, "user_error": False,
                             "error": "worker process died (killed, or out of memory?)"})
             except Exception as e:  # e.g. an unpicklable result
                 out.append({"run_id": run_id, "ok": False, "user_error": False,
                             "error": f"{type(e).__name__}: {e}"})
-        if broken:  # every other run of the broken pool fails too; start a fresh pool for the rest
-            for fut, run_id in list(self._futures.items()):
-                out.append({"run_id": run_id, "ok": False, "user_error": False,
-                            "error": "worker process died (killed, or out of memory?)"})
-            self._futures.clear()
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
         return out
 
     @property
