@@ -113,7 +113,7 @@ def layouts(cores: int, ks: list[int]) -> list[dict]:
 
 
 def run(args) -> dict:
-    from stabletune.batching import steps_per_epoch
+    from stabletune.data.batching import steps_per_epoch
 
     base = {"task": args.task, "data_dir": args.data_dir, "split": "paper-1k", "model": args.model,
             "progress": False, "max_steps": args.steps, "num_evals": 1}

@@ -407,7 +407,7 @@ def ablations(args, reps: int = 3) -> dict:
     """What single choices cost, interleaved: optimizer kernels on the model's parameters; SDPA vs eager attention
     for one forward+backward at 64 tokens."""
     from stabletune.model import load_model
-    from stabletune.optim import build_optimizer
+    from stabletune.techniques.optim import build_optimizer
 
     g = torch.Generator().manual_seed(0)
     model = load_model(args.model, num_labels=2, dropout=0.1, attn_implementation="sdpa", init_generator=g).model

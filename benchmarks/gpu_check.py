@@ -6,7 +6,7 @@
 
 1. A BERT-Large-sized encoder (24 layers, width 1024, 16 heads, FFN 4096; random initialisation, no weights
    needed) with a classification head: batch 32 x 128 tokens, bf16 autocast, SDPA attention, stabletune's fused
-   AdamW (:func:`stabletune.optim.build_optimizer`), gradient clipping. Prints steps/s, examples/s, achieved
+   AdamW (:func:`stabletune.techniques.optim.build_optimizer`), gradient clipping. Prints steps/s, examples/s, achieved
    TFLOP/s (formula of ``benchmarks/bench_train.py``) against a bf16 GEMM measured in the same process, and peak
    memory. The same for the ``eager`` attention, for comparison.
 2. Vectorised ensembles (:class:`stabletune.ensemble.StackedModels`) of a MiniLM-sized encoder (6 layers, width
@@ -100,7 +100,7 @@ def timed_steps(step, device: torch.device, *, warmup: int, steps: int):
 
 def single_model(sizes: dict, *, attn: str, device: torch.device, dtype: torch.dtype | None, batch: int,
                  length: int, warmup: int, steps: int) -> dict:
-    from stabletune.optim import build_optimizer
+    from stabletune.techniques.optim import build_optimizer
     from stabletune.train import compute_loss
 
     reset_memory(device)
@@ -128,7 +128,7 @@ def single_model(sizes: dict, *, attn: str, device: torch.device, dtype: torch.d
 def ensemble_speed(sizes: dict, *, ks: list[int], device: torch.device, dtype: torch.dtype | None, batch: int,
                    length: int, warmup: int, steps: int) -> list[dict]:
     from stabletune.ensemble import StackedModels
-    from stabletune.optim import build_optimizer
+    from stabletune.techniques.optim import build_optimizer
 
     # the baseline: one separate run's step (what train() does: SDPA, no vmap)
     sep = single_model(sizes, attn="sdpa", device=device, dtype=dtype, batch=batch, length=length, warmup=warmup,

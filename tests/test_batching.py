@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from stabletune.batching import Encoded, collate, epoch_batches
+from stabletune.data.batching import Encoded, collate, epoch_batches
 
 
 def make_encoded(lengths, *, pairs: bool = True) -> Encoded:

@@ -7,7 +7,7 @@ import torch
 
 from conftest import FAMILY_TYPES
 from stabletune.errors import ConfigError
-from stabletune.families import family_of, get_layout, init_std
+from stabletune.techniques.families import family_of, get_layout, init_std
 
 EXPECTED = {  # model type -> (family, number of blocks, first block name, pooler, pooler re-init target)
     "bert": ("bert", 3, "bert.encoder.layer.0", "bert.pooler", "bert.pooler.dense"),

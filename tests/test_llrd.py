@@ -9,8 +9,8 @@ import torch
 
 from conftest import FAMILY_TYPES
 from stabletune.errors import ConfigError
-from stabletune.families import get_layout, is_norm
-from stabletune.llrd import build_param_groups, no_decay_names
+from stabletune.techniques.families import get_layout, is_norm
+from stabletune.techniques.llrd import build_param_groups, no_decay_names
 
 torch.set_num_threads(1)
 

@@ -9,7 +9,7 @@ import torch
 
 from conftest import FAMILY_TYPES
 from stabletune.errors import ConfigError
-from stabletune.mixout import MixoutLinear, apply_mixout, zero_dropout
+from stabletune.techniques.mixout import MixoutLinear, apply_mixout, zero_dropout
 
 torch.set_num_threads(1)
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from stabletune.errors import ConfigError
-from stabletune.llrd import build_param_groups
-from stabletune.optim import AdamW, build_optimizer
+from stabletune.techniques.llrd import build_param_groups
+from stabletune.techniques.optim import AdamW, build_optimizer
 
 torch.set_num_threads(1)
 

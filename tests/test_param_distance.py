@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from stabletune.families import get_layout
-from stabletune.mixout import apply_mixout
-from stabletune.param_distance import block_distances, snapshot_blocks
+from stabletune.techniques.families import get_layout
+from stabletune.techniques.mixout import apply_mixout
+from stabletune.techniques.param_distance import block_distances, snapshot_blocks
 
 torch.set_num_threads(1)
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from stabletune.errors import ConfigError
-from stabletune.llrd import build_param_groups
-from stabletune.optim import build_optimizer
-from stabletune.prior_wd import build_prior_wd, snapshot
+from stabletune.techniques.llrd import build_param_groups
+from stabletune.techniques.optim import build_optimizer
+from stabletune.techniques.prior_wd import build_prior_wd, snapshot
 
 torch.set_num_threads(1)
 

@@ -8,8 +8,8 @@ from scipy import stats
 
 from conftest import FAMILY_TYPES
 from stabletune.errors import ConfigError
-from stabletune.families import get_layout, is_norm
-from stabletune.reinit import apply_reinit, init_module_
+from stabletune.techniques.families import get_layout, is_norm
+from stabletune.techniques.reinit import apply_reinit, init_module_
 
 torch.set_num_threads(1)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from stabletune.errors import ConfigError
-from stabletune.mixout import MixoutLinear
+from stabletune.techniques.mixout import MixoutLinear
 from stabletune.techniques import prepare
 
 torch.set_num_threads(1)

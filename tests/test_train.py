@@ -112,7 +112,7 @@ def test_gradient_clipping_bounds_the_step_gradient(tiny_model, monkeypatch):
 
 def test_best_checkpoint_really_restored(tiny_model, tmp_path):
     """The official fp16 path reported the last checkpoint as the best; here the restored weights are re-checked."""
-    from stabletune.batching import encode
+    from stabletune.data.batching import encode
     from stabletune.data import load_task_data, make_splits
     from stabletune.metrics import main_metric
     from stabletune.model import load_model

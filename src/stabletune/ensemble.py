@@ -45,7 +45,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from stabletune.batching import collate, epoch_batches
+from stabletune.data.batching import collate, epoch_batches
 from stabletune.config import RunConfig
 from stabletune.errors import ConfigError
 from stabletune.train import (Callback, RunResult, _better, _write_folder, compute_loss, derive_seed, encode_splits,
@@ -180,8 +180,8 @@ def _train_vectorised(cfgs: list[RunConfig], out_dirs: list[str | None], callbac
 
     from stabletune.data import load_task_data, make_splits
     from stabletune.metrics import main_metric
-    from stabletune.param_distance import block_distances, snapshot_blocks
-    from stabletune.prior_wd import build_prior_wd
+    from stabletune.techniques.param_distance import block_distances, snapshot_blocks
+    from stabletune.techniques.prior_wd import build_prior_wd
     from stabletune.runlog import RunFolder
 
     t_start = time.perf_counter()

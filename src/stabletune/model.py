@@ -84,7 +84,7 @@ def load_model(name: str, *, num_labels: int, dropout: float | None, attn_implem
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from stabletune.reinit import init_module_
+    from stabletune.techniques.reinit import init_module_
 
     source = resolve_model(init_from) if init_from else resolve_model(name)
     tok_source = source

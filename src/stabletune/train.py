@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stabletune.batching import Encoded, collate, encode, epoch_batches, steps_per_epoch
+from stabletune.data.batching import Encoded, collate, encode, epoch_batches, steps_per_epoch
 from stabletune.config import RunConfig
 from stabletune.errors import ConfigError
 
@@ -207,7 +207,7 @@ def _run(cfg: RunConfig, out_dir: str | None, callback: Callback | None, device:
     from stabletune.data import load_task_data, make_splits
     from stabletune.metrics import main_metric
     from stabletune.model import load_model
-    from stabletune.param_distance import block_distances, snapshot_blocks
+    from stabletune.techniques.param_distance import block_distances, snapshot_blocks
     from stabletune.runlog import RunFolder
     from stabletune.techniques import prepare
 

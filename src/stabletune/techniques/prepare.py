@@ -24,13 +24,13 @@ import torch
 import torch.nn as nn
 
 from stabletune.errors import ConfigError
-from stabletune.families import family_of, get_layout, init_std
-from stabletune.llrd import build_param_groups, param_depths
-from stabletune.mixout import GRANULARITIES, apply_mixout, zero_dropout
-from stabletune.mixout import _select as _select_mixout_targets
-from stabletune.optim import OPTIMIZERS, build_optimizer
-from stabletune.prior_wd import NEW_PARAM_MODES, build_prior_wd, snapshot
-from stabletune.reinit import apply_reinit
+from stabletune.techniques.families import family_of, get_layout, init_std
+from stabletune.techniques.llrd import build_param_groups, param_depths
+from stabletune.techniques.mixout import GRANULARITIES, apply_mixout, zero_dropout
+from stabletune.techniques.mixout import _select as _select_mixout_targets
+from stabletune.techniques.optim import OPTIMIZERS, build_optimizer
+from stabletune.techniques.prior_wd import NEW_PARAM_MODES, build_prior_wd, snapshot
+from stabletune.techniques.reinit import apply_reinit
 
 
 @dataclass
@@ -86,7 +86,7 @@ def prepare(model: nn.Module, *, init_generator: torch.Generator, reinit_layers:
         pretrained_wd_new_params: ``--pretrained-wd-new-params``: ``init``, ``zero`` or ``none``.
         new_param_names: names of parameters freshly initialised at load (the task head).
         mixout_granularity: ``neuron`` (Lee et al., official code) or ``element``.
-        fused: optimizer kernel choice (None = fused where available), see :class:`stabletune.optim.AdamW`.
+        fused: optimizer kernel choice (None = fused where available), see :class:`stabletune.techniques.optim.AdamW`.
 
     Raises:
         ConfigError: any invalid value, an unsupported architecture for a technique that needs the family table,

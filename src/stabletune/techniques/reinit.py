@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from stabletune.errors import ConfigError
-from stabletune.families import get_layout, get_submodule, is_norm
+from stabletune.techniques.families import get_layout, get_submodule, is_norm
 
 # Families' own parameters registered directly on a module (not inside a Linear/Embedding/norm).
 _NORMAL_DIRECT = {"XLNetRelativeAttention": ("q", "k", "v", "o", "r", "r_r_bias", "r_s_bias", "r_w_bias",
@@ -94,7 +94,7 @@ def apply_reinit(model: nn.Module, *, num_layers: int, reinit_pooler: bool,
 
     The pooler is drawn first, then the re-initialised blocks from the lowest to the topmost (the official code's
     order). For RoBERTa, ELECTRA and BART, which have no pooler, ``reinit_pooler`` re-draws the classification
-    head's ``dense`` layer; for XLNet its ``sequence_summary.summary`` (see :mod:`stabletune.families`). For BART
+    head's ``dense`` layer; for XLNet its ``sequence_summary.summary`` (see :mod:`stabletune.techniques.families`). For BART
     the top blocks are the decoder layers.
 
     Args:

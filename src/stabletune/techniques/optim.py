@@ -169,7 +169,7 @@ def build_optimizer(param_groups: Iterable[Any], *, name: str, lr: float, betas:
     """The optimizer of Section 4: ``"adamw"`` (debiased Adam) or ``"bertadam"`` (no bias correction).
 
     Args:
-        param_groups: parameters or groups, typically from :func:`stabletune.llrd.build_param_groups` (groups
+        param_groups: parameters or groups, typically from :func:`stabletune.techniques.llrd.build_param_groups` (groups
             carry their own ``lr`` and ``weight_decay``; ``lr``/``weight_decay`` here are only the defaults).
         name: ``"adamw"`` or ``"bertadam"``.
         lr, betas, eps, weight_decay: Adam hyperparameters (``--lr``, ``--adam-beta1/2``, ``--adam-eps``,

@@ -19,7 +19,7 @@ each layer from the top block down to the embeddings, so the top block already g
 code also puts the head/pooler group at weight decay 0, and silently leaves out of the optimizer every parameter
 that is not in the classifier, pooler, embeddings or blocks; here the head follows the usual decay split, and every
 trainable parameter is placed -- ELECTRA's ``embeddings_project`` with the embeddings, BART's embedding pieces with
-the embeddings, DeBERTa's relative embeddings with the embeddings; see :mod:`stabletune.families`.)
+the embeddings, DeBERTa's relative embeddings with the embeddings; see :mod:`stabletune.techniques.families`.)
 
 Weight decay uses the usual no-decay set inside each depth: biases (any parameter whose name contains ``bias``)
 and the parameters of normalisation layers (LayerNorm/RMSNorm/GroupNorm/BatchNorm, recognised by module type, so
@@ -37,7 +37,7 @@ from collections import Counter
 import torch.nn as nn
 
 from stabletune.errors import ConfigError
-from stabletune.families import get_layout, is_norm
+from stabletune.techniques.families import get_layout, is_norm
 
 
 def no_decay_names(model: nn.Module) -> set[str]:
@@ -90,7 +90,7 @@ def _depth_name(depth: int, n_blocks: int) -> str:
 
 def build_param_groups(model: nn.Module, *, lr: float, weight_decay: float = 0.0,
                        layer_decay: float = 1.0) -> list[dict]:
-    """Parameter groups for :func:`stabletune.optim.build_optimizer` (Section 7.1, LLRD).
+    """Parameter groups for :func:`stabletune.techniques.optim.build_optimizer` (Section 7.1, LLRD).
 
     Args:
         model: the model (a supported family when ``layer_decay < 1``).

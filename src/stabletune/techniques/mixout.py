@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from stabletune.errors import ConfigError
-from stabletune.families import get_layout
+from stabletune.techniques.families import get_layout
 
 GRANULARITIES = ("neuron", "element")
 
