@@ -8,12 +8,10 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from stabletune import ensemble as ens_mod
-from stabletune import train as train_mod
 from stabletune.config import make_config
-from stabletune.ensemble import train_ensemble
+from stabletune.engine import loop as loop_mod
 from stabletune.errors import ConfigError
-from stabletune.train import train
+from stabletune.train import train, train_ensemble
 from tinymodel import glue_dir
 
 
@@ -92,13 +90,13 @@ def test_diverged_member_stops_alone(tiny_model, monkeypatch):
         return collate
 
     cfgs = [cfg_for(tiny_model, seed=s) for s in range(K)]
-    monkeypatch.setattr(ens_mod, "collate", poisoning(ens_mod.collate, (bad_step - 1) * K + bad_member))
+    monkeypatch.setattr(loop_mod, "collate", poisoning(loop_mod.collate, (bad_step - 1) * K + bad_member))
     members = train_ensemble(cfgs, [None] * K)
     monkeypatch.undo()
     separate = []
     for k, c in enumerate(cfgs):
         if k == bad_member:
-            monkeypatch.setattr(train_mod, "collate", poisoning(train_mod.collate, bad_step - 1))
+            monkeypatch.setattr(loop_mod, "collate", poisoning(loop_mod.collate, bad_step - 1))
         separate.append(train(c))
         monkeypatch.undo()
     assert [m.status for m in members] == ["finished", "diverged", "finished"]

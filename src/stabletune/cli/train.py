@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ensemble == 1:
         results = [train(cfg)]
     else:
-        from stabletune.ensemble import train_ensemble
+        from stabletune.train import train_ensemble
 
         if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
             raise ConfigError(f"invalid option --out: {cfg.out} exists and is not a folder (--ensemble writes "

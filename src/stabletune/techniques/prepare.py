@@ -16,7 +16,8 @@ Every technique's off value (``reinit_layers=0``, ``reinit_pooler=False``, ``mix
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from functools import partial
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -46,6 +47,10 @@ class Prepared:
     """The Transformer blocks, bottom to top (empty for an architecture outside the family table)."""
     record: dict = field(default_factory=dict)
     """JSON-able facts for the run folder."""
+    after_step_for: Callable[[list[dict], Mapping[str, torch.Tensor]], Callable[[], None]] = field(
+        default=lambda groups, named: _noop)
+    """The same after-step hook over other optimizer groups holding copies of these parameters under the same
+    names (a vectorised ensemble's stacked weights), with theta0 = their values now; a no-op factory when off."""
 
 
 def _noop() -> None:
@@ -183,7 +188,18 @@ def prepare(model: nn.Module, *, init_generator: torch.Generator, reinit_layers:
                           "n_new_tensors_in_decay_groups": n_new_decayed},
         "n_trainable_params": sum(p.numel() for p in named.values() if p.requires_grad),
     }
-    return Prepared(model=model, optimizer=opt, after_step=after_step, blocks=blocks, record=record)
+    after_step_for = partial(_prior_wd_for, strength=float(pretrained_wd), new_param_names=frozenset(new_names),
+                             new_params=pretrained_wd_new_params)
+    return Prepared(model=model, optimizer=opt, after_step=after_step, blocks=blocks, record=record,
+                    after_step_for=after_step_for)
+
+
+def _prior_wd_for(param_groups: list[dict], named_params: Mapping[str, torch.Tensor], *, strength: float,
+                  new_param_names: Collection[str], new_params: str) -> Callable[[], None]:
+    if strength == 0:
+        return _noop
+    return build_prior_wd(param_groups, named_params, snapshot(named_params), strength=strength,
+                          new_param_names=new_param_names, new_params=new_params)
 
 
 def _safe_std(model: nn.Module) -> float | None:

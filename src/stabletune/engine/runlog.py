@@ -16,12 +16,13 @@ Layout::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from stabletune.errors import ConfigError
 
@@ -51,11 +52,6 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
         for r in rows:
             f.write(json.dumps(_clean(r)) + "\n")
     os.replace(tmp, path)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with Path(path).open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 class RunFolder:
@@ -94,3 +90,19 @@ class RunFolder:
 
     def discard(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged(folders: list[RunFolder | None]) -> Iterator[None]:
+    """Open every run folder's staging folder; if anything inside fails (or is interrupted), discard them all, so
+    that no half-written run is ever left behind. Committing is the caller's last step inside the block."""
+    for f in folders:
+        if f:
+            f.open()
+    try:
+        yield
+    except BaseException:
+        for f in folders:
+            if f:
+                f.discard()
+        raise

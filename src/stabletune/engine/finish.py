@@ -1,0 +1,127 @@
+"""Finishing a run: each member's last checkpoint and its best one (really restored) on the test split (Section 3:
+the best validation checkpoint is the one reported), its :class:`RunResult`, and its run folder, written into a
+staging folder and committed atomically only when every member's folder is complete."""
+
+from __future__ import annotations
+
+import platform
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from stabletune.engine import loop as _loop
+from stabletune.engine.loop import LoopState, Step
+from stabletune.engine.runlog import RunFolder
+from stabletune.engine.setup import Run
+
+
+@dataclass
+class RunResult:
+    """What one run returns (and writes to its folder). JSON-able via ``to_dict``."""
+
+    status: str  # finished | diverged | killed
+    config: dict
+    seeds: dict
+    task: dict
+    num_steps: int
+    warmup_steps: int
+    best: dict  # {"step", "val": {...}, "test": {...}}
+    last: dict
+    train_log: list[dict] = field(default_factory=list)
+    evals: list[dict] = field(default_factory=list)
+    data: dict = field(default_factory=dict)  # sizes, truncation counts, split indices
+    techniques: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    environment: dict = field(default_factory=dict)
+    error: str | None = None
+    out_dir: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def library_versions() -> dict[str, str]:
+    import tokenizers
+    import transformers
+
+    import stabletune
+
+    return {"stabletune": stabletune.__version__, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "tokenizers": tokenizers.__version__,
+            "numpy": np.__version__, "platform": platform.platform()}
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def finish(run: Run, state: LoopState, step: Step) -> list[RunResult]:
+    """Test every member's last and best checkpoints, build its RunResult, write its folder; commit the folders
+    once all are written (call inside :func:`stabletune.engine.runlog.staged`)."""
+    spec, enc, ev = run.spec, run.enc, run.eval_kwargs()
+    K = len(run.members)
+    results = []
+    for k, (m, ms) in enumerate(zip(run.members, state.members)):
+        # --- test: the last checkpoint as it stands, then the best one really restored -------------
+        t_test = time.perf_counter()
+        last = {"step": ms.steps, "val": ms.last_val, "test": None}
+        best = {"step": ms.best_step, "val": ms.best_val, "test": None}
+        if ms.steps > 0 and ms.status != "diverged":
+            last["test"], last["test_loss"], _ = _loop.evaluate(m.model, enc["test"], spec, **ev)
+        if ms.best_state is not None and best["step"] == last["step"] and last["test"] is not None:
+            best["test"], best["test_loss"] = last["test"], last["test_loss"]  # the same weights: test once
+        elif ms.best_state is not None:
+            m.model.load_state_dict(ms.best_state)
+            best["test"], best["test_loss"], _ = _loop.evaluate(m.model, enc["test"], spec, **ev)
+        t_test = time.perf_counter() - t_test
+
+        timings = {"wall_s": time.perf_counter() - run.t_start, "train_s": state.train_s, "eval_s": ms.eval_s,
+                   "test_s": t_test, "examples_per_s": ms.examples / max(state.train_s, 1e-9),
+                   "tokens_per_s": ms.tokens / max(state.train_s, 1e-9), "peak_memory_mb": peak_memory_mb(run.device)}
+        if K > 1:
+            timings["shared_by_members"] = K  # train_s (and memory) are the vectorised model's, shared by K runs
+        result = RunResult(
+            status=ms.status, config=m.cfg.to_dict(), seeds=m.seeds,
+            task={"name": spec.name, "labels": list(spec.labels) if spec.labels else None, "metric": spec.metric},
+            num_steps=run.total, warmup_steps=run.warmup, best=best, last=last, train_log=ms.train_log,
+            evals=ms.evals, error=ms.error,
+            data={"sizes": {n: len(v) for n, v in enc.items()},
+                  "truncated": {n: v.num_truncated for n, v in enc.items()}, "steps_per_epoch": run.per_epoch},
+            techniques={**m.prepared.record, "new_param_names": m.loaded.new_param_names, **step.techniques(k)},
+            timings=timings,
+            environment={"device": str(run.device), "precision": run.precision, "threads": torch.get_num_threads(),
+                         "model_source": m.loaded.source, "versions": library_versions()},
+            out_dir=str(m.folder.final) if m.folder else None)
+        if m.folder:
+            write_folder(m.folder, result, run.splits.indices, m.model if m.cfg.save_model else None, run.tokenizer)
+        results.append(result)
+    for f in run.folders:
+        if f:
+            f.commit()
+    return results
+
+
+def write_folder(folder: RunFolder, result: RunResult, split_indices: dict, model, tokenizer) -> None:
+    """The run folder's files (layout in :mod:`stabletune.engine.runlog`); ``results.json`` last."""
+    summary = {k: v for k, v in result.to_dict().items() if k not in ("train_log", "evals", "config")}
+    folder.write_json("config.json", {"config": result.config, "seeds": result.seeds, "task": result.task,
+                                      "num_steps": result.num_steps, "warmup_steps": result.warmup_steps,
+                                      "model_source": result.environment["model_source"]})
+    folder.write_json("split.json", split_indices)
+    folder.write_jsonl("train_log.jsonl", result.train_log)
+    folder.write_jsonl("evals.jsonl", result.evals)
+    if model is not None:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        model.save_pretrained(folder.path / "model")  # mixout targets are non-persistent buffers: not saved
+        hf_logging.enable_progress_bar()
+        tokenizer.save_pretrained(folder.path / "model")
+    folder.write_json("results.json", summary)  # last: its presence marks a complete run
