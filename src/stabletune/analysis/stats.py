@@ -24,8 +24,6 @@ import pandas as pd
 from scipy import stats as sps
 
 from stabletune.analysis.frames import (
-    MAJORITY_BASELINE_TEST,
-    MAJORITY_BASELINE_VAL,
     main_metric,
     main_values,
     method_order,
@@ -33,6 +31,7 @@ from stabletune.analysis.frames import (
     task_order,
 )
 from stabletune.errors import UserError
+from stabletune.tasks import PAPER_MAJORITY_TEST, PAPER_MAJORITY_VAL
 
 #: Training-set sizes of the tasks in Figure 1 (paper Table 3 / GLUE).
 PAPER_TRAIN_SIZES: dict[str, int] = {"RTE": 2490, "MRPC": 3668, "STS-B": 5749, "CoLA": 8551, "MNLI": 392702}
@@ -224,7 +223,7 @@ def degenerate_runs(
         threshold_source``; ``n_degenerate`` counts constant predictors too; with no known threshold only
         constant predictors are counted and ``threshold`` is NaN.
     """
-    table = majority if majority is not None else (MAJORITY_BASELINE_TEST if split == "test" else MAJORITY_BASELINE_VAL)
+    table = majority if majority is not None else (PAPER_MAJORITY_TEST if split == "test" else PAPER_MAJORITY_VAL)
     sel = df[(df["checkpoint"] == checkpoint) & (df["split"] == split)]
     rows = []
     for task in task_order(sel["task"]):
