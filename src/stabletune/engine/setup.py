@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import torch
 
-from stabletune.config import RunConfig
+from stabletune.config import RunConfig, option_errors
 from stabletune.data.batching import Encoded, encode, steps_per_epoch
 from stabletune.engine.runlog import RunFolder
 from stabletune.errors import ConfigError
@@ -180,10 +180,12 @@ def setup(cfgs: list[RunConfig], out_dirs: list[str | None], device: torch.devic
     precision = resolve_precision(cfg.precision, device)
 
     # --- data: read, split (split seed only) -------------------------------------------------------
-    spec, train_rows, dev_rows = load_task_data(
-        task=cfg.task, data_dir=cfg.data_dir, train_file=cfg.train_file, dev_file=cfg.dev_file,
-        text_columns=cfg.text_columns, label_column=cfg.label_column, task_type=cfg.task_type)
-    splits = make_splits(spec, train_rows, dev_rows, split=cfg.split, seed=cfg.split_seed, train_size=cfg.train_size)
+    with option_errors(seed="split_seed"):  # the components name their arguments; here they are options
+        spec, train_rows, dev_rows = load_task_data(
+            task=cfg.task, data_dir=cfg.data_dir, train_file=cfg.train_file, dev_file=cfg.dev_file,
+            text_columns=cfg.text_columns, label_column=cfg.label_column, task_type=cfg.task_type)
+        splits = make_splits(spec, train_rows, dev_rows, split=cfg.split, seed=cfg.split_seed,
+                             train_size=cfg.train_size)
 
     # --- members: weights + head drawn from each init seed; techniques in their one fixed order --------
     members = []
@@ -192,12 +194,14 @@ def setup(cfgs: list[RunConfig], out_dirs: list[str | None], device: torch.devic
         loaded = load_model(c.model, num_labels=spec.num_labels, dropout=c.dropout,
                             attn_implementation=c.attn_implementation, init_generator=init_gen,
                             init_from=c.init_from)
-        prepared = prepare(
-            loaded.model, init_generator=init_gen, reinit_layers=c.reinit_layers, reinit_pooler=c.reinit_pooler,
-            mixout=c.mixout, mixout_targets=c.mixout_targets, mixout_granularity=c.mixout_granularity,
-            optimizer=c.optimizer, lr=c.lr, betas=(c.adam_beta1, c.adam_beta2), eps=c.adam_eps,
-            weight_decay=c.weight_decay, llrd=c.llrd, pretrained_wd=c.pretrained_wd,
-            pretrained_wd_new_params=c.pretrained_wd_new_params, new_param_names=loaded.new_param_names)
+        with option_errors(betas=("adam_beta1", "adam_beta2"), eps="adam_eps"):
+            prepared = prepare(
+                loaded.model, init_generator=init_gen, reinit_layers=c.reinit_layers,
+                reinit_pooler=c.reinit_pooler, mixout=c.mixout, mixout_targets=c.mixout_targets,
+                mixout_granularity=c.mixout_granularity, optimizer=c.optimizer, lr=c.lr,
+                betas=(c.adam_beta1, c.adam_beta2), eps=c.adam_eps, weight_decay=c.weight_decay, llrd=c.llrd,
+                pretrained_wd=c.pretrained_wd, pretrained_wd_new_params=c.pretrained_wd_new_params,
+                new_param_names=loaded.new_param_names)
         prepared.model.to(device)
         reference = snapshot_blocks(prepared.blocks) if c.track_param_distance else None
         members.append(Member(cfg=c, loaded=loaded, prepared=prepared, folder=folder, reference=reference))
