@@ -8,19 +8,14 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from stabletune.config import make_config
 from stabletune.engine import loop as loop_mod
 from stabletune.errors import ConfigError
 from stabletune.train import train, train_ensemble
-from tinymodel import glue_dir
+from tinymodel import tiny_run_config
 
 
 def cfg_for(model_dir, **kw):
-    base = dict(task="rte", data_dir=str(glue_dir()), model=str(model_dir), train_size=32, batch_size=8,
-                max_steps=8, num_evals=4, max_seq_length=64, eval_batch_size=64, progress=False, lr=1e-3,
-                threads=1, dropout=0.0)
-    base.update(kw)
-    return make_config(base)
+    return tiny_run_config(model_dir, **{"dropout": 0.0, **kw})
 
 
 def assert_same_run(seq, ens, *, tol=1e-5):

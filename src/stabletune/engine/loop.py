@@ -194,6 +194,7 @@ def loop(run: Run, step: Step, callback: Callback | None = None) -> LoopState:
     from tqdm.auto import tqdm
 
     from stabletune.metrics import main_metric
+    from stabletune.techniques.param_distance import block_distances
 
     cfg, spec, K = run.cfg, run.spec, len(run.members)
     state = LoopState(members=[MemberState() for _ in range(K)])
@@ -220,7 +221,8 @@ def loop(run: Run, step: Step, callback: Callback | None = None) -> LoopState:
         losses = step.forward(parts)
         for k, (ms, v) in enumerate(zip(state.members, losses)):
             if ms.alive and not math.isfinite(v):  # diverged: stop, keep what was learned so far, say so
-                ms.alive, ms.status, ms.error = False, "diverged", f"non-finite training loss {v} at step {state.step + 1}"
+                ms.alive, ms.status = False, "diverged"
+                ms.error = f"non-finite training loss {v} at step {state.step + 1}"
                 step.freeze(k)
         if not any(ms.alive for ms in state.members):
             break
@@ -253,8 +255,6 @@ def loop(run: Run, step: Step, callback: Callback | None = None) -> LoopState:
                 score = main_metric(spec, val)
                 record = {"step": state.step, "epoch": state.step / run.per_epoch, "val": val, "val_loss": val_loss}
                 if m.reference is not None:
-                    from stabletune.techniques.param_distance import block_distances
-
                     record["param_distance"] = block_distances(m.prepared.blocks, m.reference)
                 ms.evals.append(record)
                 ms.last_val = val
