@@ -109,7 +109,7 @@ def _load(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     """Write the report; print where it is and the test-score table of the last (else best) checkpoint."""
     from stabletune.analysis.report import check_out_dir, write_report
-    from stabletune.cli.outputs import check_new_folder_parent
+    from stabletune.cli.outputs import check_out_folder
     from stabletune.analysis.frames import display_task
 
     metric_by_task = parse_metric_options(args.metric)  # options first: fail before reading anything
@@ -117,11 +117,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"invalid option --n-boot: must be >= 1, got {args.n_boot}")
     if not 0 < args.alpha < 1:
         raise ConfigError(f"invalid option --alpha: must be in (0, 1), got {args.alpha}")
-    name = _source_name(args)
-    if args.out:  # a folder the user named must have a parent; the default reports/<name> is created
-        check_new_folder_parent(args.out)
+    name = _source_name(args)  # exactly one source, checked whether or not --out is given
     out = Path(args.out) if args.out else Path("reports") / name
-    check_out_dir(out, overwrite=args.overwrite)  # before reading: refuse now, not after the work
+    check_out_folder(out, may_exist=True)  # before reading anything: refuse now, not after the work
+    check_out_dir(out, overwrite=args.overwrite)
     frames = _load(args)
     paths = write_report(frames, out, baseline=args.baseline, welch=args.welch, title=args.title,
                          metric_by_task=metric_by_task, alpha=args.alpha, n_boot=args.n_boot, seed=args.boot_seed,
