@@ -14,10 +14,9 @@ the MiniLM tokenizer) and studies run with a fake run function: no real training
 from __future__ import annotations
 
 import sqlite3
-import sys
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -268,7 +267,7 @@ def test_bad_input(case: Case, ctx: Ctx, monkeypatch, capsys, caplog):
         code = main(argv)
     except SystemExit as e:  # argparse-level refusals
         code = e.code
-    out, err = capsys.readouterr()
+    _, err = capsys.readouterr()
     assert "Traceback" not in err
     if case.outcome == "warn":
         assert code == 0, err

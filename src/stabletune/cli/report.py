@@ -108,9 +108,9 @@ def _load(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Write the report; print where it is and the test-score table of the last (else best) checkpoint."""
+    from stabletune.analysis.frames import display_task
     from stabletune.analysis.report import check_out_dir, write_report
     from stabletune.cli.outputs import check_out_folder
-    from stabletune.analysis.frames import display_task
 
     metric_by_task = parse_metric_options(args.metric)  # options first: fail before reading anything
     if args.n_boot < 1:

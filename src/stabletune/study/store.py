@@ -305,7 +305,7 @@ class Store:
     def __enter__(self) -> "Store":
         return self
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         self.close()
         # A damaged page (the header intact) is met only when a query reads it, not at open: word it as the
         # open-time errors are, one line naming the file. pandas wraps the sqlite3 error in its own DatabaseError.
