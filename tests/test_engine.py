@@ -53,7 +53,8 @@ def check_events(events: list, results: list) -> None:
         assert [(e.step, e.total, e.loss, e.lr, e.grad_norm) for e in steps] == [
             (r["step"], res.num_steps, r["loss"], r["lr"], r["grad_norm"]) for r in res.train_log]
         assert all(len(e.lengths) == 8 and 0 < max(e.lengths) <= e.width for e in steps)
-        assert [(e.step, e.val, e.val_loss) for e in evals] == [(r["step"], r["val"], r["val_loss"]) for r in res.evals]
+        assert [(e.step, e.val, e.val_loss, e.param_distance) for e in evals] == [
+            (r["step"], r["val"], r["val_loss"], r.get("param_distance")) for r in res.evals]
         assert [e.score for e in evals] == [main_metric(get_task("rte"), r["val"]) for r in res.evals]
 
 
@@ -61,10 +62,11 @@ def check_events(events: list, results: list) -> None:
 def test_one_event_type_from_every_path(tiny_model, mode):
     events: list = []
     if mode == "single":
-        results = [train(cfg_for(tiny_model), callback=events.append)]
+        results = [train(cfg_for(tiny_model, track_param_distance=True), callback=events.append)]
     else:
         extra = {"mixout": 0.3} if mode == "sequential" else {}
-        results = train_ensemble([cfg_for(tiny_model, seed=s, **extra) for s in (0, 1)], [None, None],
+        results = train_ensemble([cfg_for(tiny_model, seed=s, track_param_distance=True, **extra) for s in (0, 1)],
+                                 [None, None],
                                  callback=events.append)
         assert {r.techniques["ensemble"]["mode"] for r in results} == {mode}
     check_events(events, results)  # the sequential fall-back tags each run's events with its member index

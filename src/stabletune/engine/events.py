@@ -38,6 +38,8 @@ class Event:
     val_loss: float | None = None
     score: float | None = None
     """The task's main validation metric (what the best checkpoint is chosen by)."""
+    param_distance: list[float] | None = None
+    """L2 distance of each block (bottom to top) to its start (``--track-param-distance``; Figure 7)."""
 
 
 Callback = Callable[[Event], object]

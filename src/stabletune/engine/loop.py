@@ -263,7 +263,7 @@ def loop(run: Run, step: Step, callback: Callback | None = None) -> LoopState:
                     ms.best_state = {n: v.detach().clone() for n, v in m.model.state_dict().items()}
                 ms.eval_s += time.perf_counter() - t1
                 if callback and callback(Event("eval", state.step, run.total, member=k, val=val, val_loss=val_loss,
-                                               score=score)):
+                                               score=score, param_distance=record.get("param_distance"))):
                     stop = True
             if state.members[0].alive:
                 bar.set_postfix(loss=f"{losses[0]:.4f}", val=f"{main_metric(spec, state.members[0].last_val):.4f}")
