@@ -90,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("invalid option --out: give the run folder to write (e.g. --out runs/rte-s0)")
     if args.ensemble < 1:
         raise ConfigError(f"invalid option --ensemble: must be >= 1, got {args.ensemble}")
+    if args.ensemble > 1 and cfg.report_to != "none":  # the vectorised ensemble has no per-member logger
+        raise ConfigError("invalid option --report-to: not supported with --ensemble; train the seeds one by one "
+                          "or as a study (one TensorBoard run per seed)")
     if args.ensemble == 1:
         results = [train(cfg)]
     else:
