@@ -353,3 +353,12 @@ def test_report_on_reference_csv(tmp_path, capsys):
     exp = pd.read_csv(out / "tables" / "expected_performance.csv")
     assert set(exp["selection"]) == {"max test (no validation scores)"}
     assert len(exp[(exp.task == "rte") & (exp.method == "reinit_debiased") & (exp.checkpoint == "last")]) == 50
+
+
+def test_a_figures_folder_of_someone_else_is_not_replaced(tmp_path):
+    mine = tmp_path / "figures" / "mine.png"
+    mine.parent.mkdir()
+    mine.write_bytes(b"x")
+    with pytest.raises(UserError, match="figures was not written by stabletune report"):
+        write_report(_synthetic_frames(), tmp_path, n_boot=20)
+    assert mine.read_bytes() == b"x"

@@ -95,3 +95,17 @@ def test_study_writes_one_tensorboard_run_per_run(tiny_model, tmp_path):
         s = scalars(root / run)
         assert [e.step for e in s["train/loss"]] == [1, 2, 3, 4]
         assert [e.step for e in s["eval/acc"]] == [2, 4]
+
+
+def test_cli_refuses_a_bad_logging_dir_and_ensembles_before_any_work(tmp_path, capsys):
+    from stabletune.cli import main
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    base = ["train", "--task", "rte", "--data-dir", str(tmp_path), "--out", str(tmp_path / "run"),
+            "--report-to", "tensorboard"]
+    assert main([*base, "--logging-dir", str(a_file)]) == 2
+    assert main([*base, "--ensemble", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "--logging-dir" in err[0] and "--report-to" in err[1] and "Traceback" not in err[0]
+    assert not (tmp_path / "run").exists()

@@ -43,9 +43,12 @@ class TensorBoardLogger:
             raise UserError("--report-to tensorboard needs the tensorboard package: pip install tensorboard "
                             "(or pip install 'stabletune[report]')") from None
         self.log_dir = Path(log_dir)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        for old in self.log_dir.glob("events.out.tfevents.*"):
-            old.unlink()
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            for old in self.log_dir.glob("events.out.tfevents.*"):
+                old.unlink()
+        except OSError as e:
+            raise UserError(f"cannot write TensorBoard logs to {self.log_dir}: {e.strerror or e}") from None
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
 
     def __call__(self, event: dict[str, Any]) -> bool:
