@@ -189,23 +189,32 @@ CASES = [
                                     "--workers", "0"])[1],
          "dbdir is a folder", after=_absent("dbdir.lock")),
     # --- study export / report / plot --out -------------------------------------------------------
-    # "missing parent": one that cannot be created (missing parents that can be are created, as the documented
-    # `--out reports/<name>` on a fresh clone needs; see test_missing_parents_that_can_be_created_are)
+    # "missing parent": output files and an explicit report folder need an existing parent folder (run folders
+    # and the report's default folder are created with their parents: test_missing_parents_that_are_created)
+    Case("export-out-missing-parent", lambda c: [
+        "study", "export", str(c.study()), "--out", str(c.tmp / "nodir/x.csv")],
+         "nodir does not exist", loads=STUDY_READS, after=_absent("nodir")),
+    Case("report-out-missing-parent", lambda c: [
+        "report", str(c.study()), "--out", str(c.tmp / "nodir/rep")],
+         "nodir does not exist", loads=STUDY_READS, after=_absent("nodir")),
+    Case("plot-out-missing-parent", lambda c: ["plot", "bias-ratio", "--out", str(c.tmp / "nodir/f.png")],
+         "nodir does not exist", loads=("stabletune.analysis.plots:plot_bias_ratio",),
+         after=_absent("nodir")),
     Case("export-out-missing-parent-under-a-file", lambda c: [
         "study", "export", str(c.study()), "--out", str(c.file("afile")) + "/no/x.csv"],
          "afile is a file, not a folder", loads=STUDY_READS, after=_absent("st/bi.csv")),
-    Case("export-out-missing-parent-uncreatable", lambda c: [
-        "study", "export", str(c.study()), "--out", "/proc/stabletune-nope/x.csv"],
-         "cannot create /proc/stabletune-nope/x.csv", loads=STUDY_READS),
+    Case("export-out-uncreatable", lambda c: [
+        "study", "export", str(c.study()), "--out", "/proc/stabletune-nope.csv"],
+         "cannot create /proc/stabletune-nope.csv", loads=STUDY_READS),
     Case("export-out-is-a-folder", lambda c: (
         (c.tmp / "exdir").mkdir(), ["study", "export", str(c.study()), "--out", str(c.tmp / "exdir")])[1],
          "exdir is a folder", loads=STUDY_READS),
     Case("report-out-missing-parent-under-a-file", lambda c: [
         "report", str(c.study()), "--out", str(c.file("afile")) + "/no/rep"],
          "afile is a file, not a folder", loads=STUDY_READS),
-    Case("report-out-missing-parent-uncreatable", lambda c: [
-        "report", str(c.study()), "--out", "/proc/stabletune-nope/rep"],
-         "cannot create /proc/stabletune-nope/rep", loads=STUDY_READS),
+    Case("report-out-uncreatable", lambda c: [
+        "report", str(c.study()), "--out", "/proc/stabletune-nope-rep"],
+         "cannot create /proc/stabletune-nope-rep", loads=STUDY_READS),
     Case("report-out-is-a-file", lambda c: ["report", str(c.study()), "--out", str(c.file("rfile"))],
          "rfile exists and is not a folder", loads=STUDY_READS),
     Case("report-out-holds-users-report-md", lambda c: (
@@ -215,8 +224,8 @@ CASES = [
     Case("plot-out-missing-parent-under-a-file", lambda c: [
         "plot", "bias-ratio", "--out", str(c.file("afile")) + "/no/fig.png"],
          "afile is a file, not a folder", loads=("stabletune.analysis.plots:plot_bias_ratio",)),
-    Case("plot-out-missing-parent-uncreatable", lambda c: ["plot", "bias-ratio", "--out", "/proc/stabletune-nope/f.png"],
-         "cannot create /proc/stabletune-nope/f.png", loads=("stabletune.analysis.plots:plot_bias_ratio",)),
+    Case("plot-out-uncreatable", lambda c: ["plot", "bias-ratio", "--out", "/proc/stabletune-nope.png"],
+         "cannot create /proc/stabletune-nope.png", loads=("stabletune.analysis.plots:plot_bias_ratio",)),
     # --- user data ---------------------------------------------------------------------------------
     Case("csv-label-nan", lambda c: c.user_train(["good one,pos", "bad one,NaN", "x,neg"]),
          "dev.csv, line 3: label 'NaN' in column 'label' marks a missing value", after=_absent("run")),
@@ -298,15 +307,19 @@ def test_report_overwrite_replaces_users_file_and_own_report_is_refreshed(ctx, c
     capsys.readouterr()
 
 
-def test_missing_parents_that_can_be_created_are(ctx, capsys):
-    """The documented commands write to `--out reports/<name>` etc. on a fresh clone: missing folders are made."""
+def test_missing_parents_that_are_created(ctx, capsys, monkeypatch):
+    """The documented commands on a fresh clone: a report's default folder `reports/<name>` is made with its
+    parents; an explicit --out folder whose parent exists is made; output files go into existing folders."""
     study = ctx.study()
-    assert main(["study", "export", str(study), "--out", str(ctx.tmp / "a/b/x.csv")]) == 0
-    assert (ctx.tmp / "a/b/x.csv").is_file()
-    assert main(["plot", "bias-ratio", "--out", str(ctx.tmp / "c/d/f.png")]) == 0
-    assert (ctx.tmp / "c/d/f.png").is_file()
-    assert main(["report", str(study), "--out", str(ctx.tmp / "reports/bi"), "--n-boot", "10"]) == 0
+    monkeypatch.chdir(ctx.tmp)
+    assert main(["report", str(study), "--n-boot", "10"]) == 0
     assert (ctx.tmp / "reports/bi/report.md").is_file()
+    assert main(["report", str(study), "--out", str(ctx.tmp / "rep2"), "--n-boot", "10"]) == 0
+    assert (ctx.tmp / "rep2/report.md").is_file()
+    assert main(["study", "export", str(study), "--out", str(ctx.tmp / "x.csv")]) == 0
+    assert (ctx.tmp / "x.csv").is_file()
+    assert main(["plot", "bias-ratio", "--out", str(ctx.tmp / "f.png")]) == 0
+    assert (ctx.tmp / "f.png").is_file()
     capsys.readouterr()
 
 

@@ -2,9 +2,9 @@
 
 Examples::
 
-    stabletune report studies/bias_correction.yaml --out reports/bias_correction
+    stabletune report studies/bias_correction.yaml          (writes reports/bias_correction/)
     stabletune report --from-csv ../shared/reference/replication-bert-large-600-runs.csv \\
-        --metric-col metric_name --checkpoint-from-file file --out reports/reference
+        --metric-col metric_name --checkpoint-from-file file --out reference-report
 """
 
 from __future__ import annotations
@@ -126,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"invalid option --alpha: must be in (0, 1), got {args.alpha}")
     name = _source_name(args)  # exactly one source, checked whether or not --out is given
     out = Path(args.out) if args.out else Path("reports") / name
-    check_out_folder(out, may_exist=True)  # before reading anything: refuse now, not after the work
+    # before reading anything: refuse now, not after the work; the default folder is made with its parents
+    check_out_folder(out, may_exist=True, parents=args.out is None)
     check_out_dir(out, overwrite=args.overwrite)
     frames = _load(args)
     paths = write_report(frames, out, baseline=args.baseline, welch=args.welch, title=args.title,
