@@ -27,6 +27,7 @@ from stabletune.engine.loop import SingleStep, Step, loop
 from stabletune.engine.runlog import staged
 from stabletune.engine.setup import Run, resolve_device, setup
 from stabletune.errors import ConfigError
+from stabletune.integrations.tensorboard import logged
 
 __all__ = ["train", "train_ensemble", "train_members", "RunResult", "Event", "Callback", "member_key",
            "sequential_reason", "MEMBER_FIELDS"]
@@ -55,7 +56,8 @@ def train_members(cfgs: list[RunConfig], out_dirs: list[str | None], make_step: 
         run = setup(cfgs, out_dirs, device)        # data, split, tokenised sets, prepared models, schedule
         with staged(run.folders):                  # a failure anywhere below leaves no run folder
             step = make_step(run)                  # how the members update: the only part that varies
-            state = loop(run, step, callback)      # the step loop + periodic evaluation, per member
+            with logged(run.members, callback) as events:  # + TensorBoard (--report-to), closed after the loop
+                state = loop(run, step, events)    # the step loop + periodic evaluation, per member
             step.close()
             return finish(run, state, step)        # test last and best checkpoints, write, commit
 

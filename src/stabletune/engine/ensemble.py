@@ -79,7 +79,7 @@ class EnsembleStep:
         for m in run.members:
             m.prepared.optimizer = None  # the stacked optimizer replaces the members' (never stepped)
         # theta0 of pre-trained weight decay: the stacked weights right after prepare()
-        self.after_step = first.after_step_for(self.optimizer.param_groups, self.params)
+        self.after_step = first.after_step_for(self.optimizer, self.params)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, run.schedule)
         data_seeds = ",".join(str(m.cfg.resolved_data_seed) for m in run.members)
         self.dropout_seed = derive_seed(run.members[0].cfg.resolved_data_seed, f"ensemble-dropout:{data_seeds}")

@@ -175,6 +175,8 @@ def setup(cfgs: list[RunConfig], out_dirs: list[str | None], device: torch.devic
     t_start = time.perf_counter()
     cfg = cfgs[0]
     folders = [RunFolder(d, overwrite=c.overwrite) if d else None for c, d in zip(cfgs, out_dirs)]  # fail early
+    if any(c.report_to == "tensorboard" and c.logging_dir is None and f is None for c, f in zip(cfgs, folders)):
+        raise ConfigError("invalid option --report-to: tensorboard needs --logging-dir or a run folder (--out)")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     precision = resolve_precision(cfg.precision, device)

@@ -47,9 +47,9 @@ class Prepared:
     """The Transformer blocks, bottom to top (empty for an architecture outside the family table)."""
     record: dict = field(default_factory=dict)
     """JSON-able facts for the run folder."""
-    after_step_for: Callable[[list[dict], Mapping[str, torch.Tensor]], Callable[[], None]] = field(
-        default=lambda groups, named: _noop)
-    """The same after-step hook over other optimizer groups holding copies of these parameters under the same
+    after_step_for: Callable[[torch.optim.Optimizer, Mapping[str, torch.Tensor]], Callable[[], None]] = field(
+        default=lambda optimizer, named: _noop)
+    """The same after-step hook for another optimizer whose groups hold copies of these parameters under the same
     names (a vectorised ensemble's stacked weights), with theta0 = their values now; a no-op factory when off."""
 
 
@@ -162,7 +162,7 @@ def _prepare(model: nn.Module, *, init_generator: torch.Generator, reinit_layers
     # ---- 5. pre-trained weight decay hook (Section 7.1) -----------------------------------------------------
     new_names = set(new_param_names) | set(reinit_names)
     named = dict(model.named_parameters())
-    after_step = build_prior_wd(opt.param_groups, named, theta0, strength=float(pretrained_wd),
+    after_step = build_prior_wd(opt, named, theta0, strength=float(pretrained_wd),
                                 new_param_names=new_names, new_params=pretrained_wd_new_params) \
         if pretrained_wd > 0 else _noop
 
@@ -197,11 +197,11 @@ def _prepare(model: nn.Module, *, init_generator: torch.Generator, reinit_layers
                     after_step_for=after_step_for)
 
 
-def _prior_wd_for(param_groups: list[dict], named_params: Mapping[str, torch.Tensor], *, strength: float,
+def _prior_wd_for(optimizer: torch.optim.Optimizer, named_params: Mapping[str, torch.Tensor], *, strength: float,
                   new_param_names: Collection[str], new_params: str) -> Callable[[], None]:
     if strength == 0:
         return _noop
-    return build_prior_wd(param_groups, named_params, snapshot(named_params), strength=strength,
+    return build_prior_wd(optimizer, named_params, snapshot(named_params), strength=strength,
                           new_param_names=new_param_names, new_params=new_params)
 
 
