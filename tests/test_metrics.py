@@ -78,7 +78,7 @@ def test_compute_metrics_keys_per_task():
     assert keys["sts-b"] == {"pearson", "spearman", "corr"}
     p3, y3 = _random_cls(6, 90, 3)
     assert set(compute_metrics(get_task("mnli"), p3, y3)) == {"acc"}
-    assert set(compute_metrics(USER_CLS, p3, y3)) == {"acc", "f1"}
+    assert set(compute_metrics(USER_CLS, p3, y3)) == {"acc", "f1_macro", "mcc"}  # 3 classes: no positive one
     assert set(compute_metrics(USER_REG, p3 * 1.0, y3 * 1.0)) == {"pearson", "spearman", "corr"}
 
 
@@ -89,7 +89,7 @@ def test_compute_metrics_values():
     assert mrpc["acc_and_f1"] == pytest.approx((skm.accuracy_score(y, p) + skm.f1_score(y, p)) / 2)
     assert compute_metrics(get_task("cola"), p, y)["mcc"] == pytest.approx(skm.matthews_corrcoef(y, p))
     p3, y3 = _random_cls(8, 90, 3)
-    assert compute_metrics(USER_CLS, p3, y3)["f1"] == pytest.approx(skm.f1_score(y3, p3, average="macro"))
+    assert compute_metrics(USER_CLS, p3, y3)["f1_macro"] == pytest.approx(skm.f1_score(y3, p3, average="macro"))
     rng = np.random.default_rng(9)
     ys = rng.uniform(0, 5, 40)
     ps = ys + rng.normal(0, 1, 40)
