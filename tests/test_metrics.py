@@ -119,3 +119,25 @@ def test_majority_baseline():
     assert majority_baseline(get_task("sts-b"), [0.5, 1.5, 4.0]) == 0.0
     assert majority_baseline(get_task("mnli"), [2, 2, 0, 1, 2]) == pytest.approx(0.6)
     assert majority_baseline(get_task("qnli"), [0, 1]) == pytest.approx(0.5)  # tie -> lowest index
+
+
+def test_selected_metrics_match_sklearn():
+    """--metric on user data and on GLUE tasks: F1 of a named class, macro F1, MCC, Pearson (sklearn/scipy)."""
+    from stabletune.tasks import TaskSpec, with_metric
+
+    p, y = _random_cls(11, 70, 2)
+    user = TaskSpec("mine", ("no", "yes"), "acc")
+    out = compute_metrics(with_metric(user, "f1:no"), p, y)
+    assert out["f1"] == pytest.approx(skm.f1_score(y, p, pos_label=0))
+    out = compute_metrics(user, p, y)  # binary user data: F1 of the second label, macro F1 and MCC too
+    assert out["f1"] == pytest.approx(skm.f1_score(y, p, pos_label=1))
+    assert out["f1_macro"] == pytest.approx(skm.f1_score(y, p, average="macro"))
+    assert out["mcc"] == pytest.approx(skm.matthews_corrcoef(y, p))
+    rte = compute_metrics(with_metric(get_task("rte"), "f1_macro"), p, y)
+    assert rte["f1_macro"] == pytest.approx(skm.f1_score(y, p, average="macro"))
+    sst = compute_metrics(with_metric(get_task("sst-2"), "mcc"), p, y)
+    assert sst["mcc"] == pytest.approx(skm.matthews_corrcoef(y, p))
+    assert majority_baseline(with_metric(user, "mcc"), y) == 0.0
+    majority = int(np.argmax(np.bincount(y)))
+    assert majority_baseline(with_metric(user, "f1:no"), y) == pytest.approx(
+        skm.f1_score(y, np.full_like(y, majority), pos_label=0))

@@ -4,7 +4,7 @@ Works on the folder ``stabletune fit`` writes, on a ``stabletune train --save-mo
 ``model/``), and on any Hugging Face sequence-classification folder. Texts are tokenised as in training (the
 model's ``config.json`` records its text columns and maximum length under ``stabletune``), sorted by length and
 batched (no compute spent on padding), and written back in input order: every input column (an id column
-included), then ``prediction`` (the label name) and ``prob_<label>`` per class, or ``score`` for a regression.
+included), then ``prediction`` (the label name, or a regression's score) and ``prob_<label>`` per class.
 When the input has the label column, the predictions are also scored (the selecting metric and the others).
 """
 
@@ -69,7 +69,7 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
         raise DataError(f"model folder not found: {p}")
     if not p.is_dir():
         raise DataError(f"{p} is a file, not a model folder")
-    if not (p / "config.json").is_file() and (p / "model" / "config.json").is_file():
+    if (p / "model" / "config.json").is_file():  # a train run folder (its own config.json is the run's)
         return p / "model"
     if not (p / "config.json").is_file():
         raise UserError(f"{p} is not a model folder (no config.json; a `stabletune train` run needs --save-model)")
@@ -136,7 +136,7 @@ def predict_file(model_dir: str | os.PathLike, input_file: str | os.PathLike, ou
     Args:
         model_dir: a fit output folder, a train run folder (``--save-model``) or any HF classifier folder.
         input_file: CSV (header row), TSV, JSONL or JSON array of objects.
-        output_file: where to write the input's columns plus ``prediction`` and ``prob_<label>`` (``score``).
+        output_file: where to write the input's columns plus ``prediction`` and (classes) ``prob_<label>``.
         text_columns: one or two columns (default: the ones the model was trained on).
         label_column: gold labels to score against (default: the training label column, if the file has it).
         batch_size: examples per forward pass (length-sorted batches; default: the training evaluation's, 128).
@@ -199,7 +199,7 @@ def predict_file(model_dir: str | os.PathLike, input_file: str | os.PathLike, ou
                                 f"knows ({', '.join(clf.labels)})")
             else:
                 gold.append(index[raw])
-    new_columns = ["score"] if clf.is_regression else ["prediction"] + [f"prob_{name}" for name in clf.labels]
+    new_columns = ["prediction"] + ([] if clf.is_regression else [f"prob_{name}" for name in clf.labels])
     clash = [c for c in new_columns if c in records[0][1]]
     if clash and out_path is not None:
         raise DataError(f"{path}: the input already has a column {clash[0]!r}, which predict writes; rename it")
@@ -250,12 +250,9 @@ def predict_file(model_dir: str | os.PathLike, input_file: str | os.PathLike, ou
         rows = []
         for i, (_, rec) in enumerate(records):
             row = dict(rec)
-            if clf.is_regression:
-                row["score"] = predicted[i]
-            else:
-                row["prediction"] = predicted[i]
-                for j, name in enumerate(clf.labels):
-                    row[f"prob_{name}"] = outputs[i, j]
+            row["prediction"] = predicted[i]  # a label name, or a regression's score
+            for j, name in enumerate(clf.labels or ()):
+                row[f"prob_{name}"] = outputs[i, j]
             rows.append(row)
         _write_rows(out_path, rows, [*records[0][1].keys(), *new_columns])
     return result

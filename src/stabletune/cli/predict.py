@@ -11,7 +11,7 @@ def register(sub) -> None:
                        description="Predict every row of a CSV/JSONL file with the model that `stabletune fit` or "
                                    "`stabletune train --save-model` wrote (or any Hugging Face sequence-classification "
                                    "folder). The output keeps the input's rows, order and columns and adds "
-                                   "prediction + prob_<label> per class (regression: score). Example: stabletune "
+                                   "prediction (a label name, or a regression's score) and prob_<label> per class. Example: stabletune "
                                    "predict sentiment-model --input new.csv --output predictions.csv")
     p.add_argument("model_dir", metavar="MODEL_DIR", help="fit output folder, train run folder or HF model folder")
     p.add_argument("--input", required=True, metavar="FILE", help="CSV (header row), TSV or JSONL file to predict")
