@@ -259,8 +259,8 @@ def test_fit_resumes_after_sigkill_without_recomputing(tiny_model, tmp_path):
                 print("BLOCKED", flush=True)
                 sys.stdin.read()  # never returns: the parent kills us here
             return train(cfg, out_dir, callback=callback)
-        tiny_fit({str(tiny_model)!r}, {{k: Path(v) for k, v in {json.dumps({k: str(v) for k, v in data.items()})}.items()}},
-                 Path({str(out)!r}), run_fn=run_fn)
+        data = {{k: Path(v) for k, v in {json.dumps({k: str(v) for k, v in data.items()})}.items()}}
+        tiny_fit({str(tiny_model)!r}, data, Path({str(out)!r}), run_fn=run_fn)
     """))
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.Popen([sys.executable, str(child)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -340,3 +340,28 @@ def test_fit_bad_input_one_line_exit_2(case, tiny_model, tmp_path, capsys):
     assert code == 2, err
     assert len(err.splitlines()) == 1 and err.startswith("stabletune: error:") and "Traceback" not in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_bench_fit_tiny_smoke(tiny_model, tmp_path):
+    """benchmarks/bench_fit.py end to end at tiny scale (48 rows, tiny model and grid): every part runs and the
+    report has every number the issue's targets need."""
+    import importlib.util
+
+    from tinymodel import glue_dir
+
+    spec = importlib.util.spec_from_file_location("bench_fit", ROOT / "benchmarks" / "bench_fit.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--tiny", "--model", str(tiny_model), "--glue", str(glue_dir()), "--out", str(tmp_path),
+                       "--no-progress"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report["datasets"]) == {"sentiment", "paraphrase", "similarity"}
+    for name, r in report["datasets"].items():
+        assert r["train"]["defaults"]["mean3"] is not None and r["fit"]["test"] is not None
+        assert r["fit"]["same_space_as_grid"]
+        assert ("grid" in r) == (name != "paraphrase")
+    assert report["datasets"]["paraphrase"]["metric"] == "f1:yes"
+    assert {"fit_choice_within_1pt_of_grid_best", "budget_at_most_quarter_of_grid"} <= set(
+        report["targets"]["sentiment"])
+    assert (tmp_path / "report.md").read_text().startswith("# bench_fit")

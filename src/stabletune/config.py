@@ -41,7 +41,7 @@ class RunConfig:
     dev_file: str | None = None
     """User dataset: CSV or JSONL development file (split into validation/test like GLUE dev)."""
     test_file: str | None = None
-    """User dataset with --split files: CSV or JSONL test file (validation is --dev-file or 10 % of train)."""
+    """User dataset with --split files: CSV or JSONL test file (validation: --dev-file, or a tenth of train)."""
     text_columns: list[str] = field(default_factory=list)
     """User dataset: one or two text columns."""
     label_column: str = "label"

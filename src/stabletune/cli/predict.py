@@ -9,10 +9,11 @@ import json
 def register(sub) -> None:
     p = sub.add_parser("predict", help="predict a CSV/JSONL file with a saved model (fit, train --save-model, HF)",
                        description="Predict every row of a CSV/JSONL file with the model that `stabletune fit` or "
-                                   "`stabletune train --save-model` wrote (or any Hugging Face sequence-classification "
-                                   "folder). The output keeps the input's rows, order and columns and adds "
-                                   "prediction (a label name, or a regression's score) and prob_<label> per class. Example: stabletune "
-                                   "predict sentiment-model --input new.csv --output predictions.csv")
+                                   "`stabletune train --save-model` wrote (or any Hugging Face sequence-"
+                                   "classification folder). The output keeps the input's rows, order and columns "
+                                   "and adds prediction (a label name, or a regression's score) and prob_<label> "
+                                   "per class. Example: stabletune predict sentiment-model --input new.csv "
+                                   "--output predictions.csv")
     p.add_argument("model_dir", metavar="MODEL_DIR", help="fit output folder, train run folder or HF model folder")
     p.add_argument("--input", required=True, metavar="FILE", help="CSV (header row), TSV or JSONL file to predict")
     p.add_argument("--output", required=True, metavar="FILE", help="where to write (.csv, .tsv, .jsonl or .json)")
