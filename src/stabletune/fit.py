@@ -884,6 +884,7 @@ def _finalize(out_dir: Path, view: PlanView, *, planner: FitPlanner, search: _Se
     choice = view.choice
     best_seed = max(sorted(choice.seeds), key=lambda s: (planner._score(choice.seeds[s]), -s))
     chosen_run = (choice.candidate, best_seed)
+    chosen_result = choice.seeds[best_seed]
     src = search.folder_of(chosen_run) / "model"
     if not (src / "config.json").is_file():  # deleted by an earlier call that had trimmed this recipe away
         from stabletune.train import train
@@ -902,6 +903,14 @@ def _finalize(out_dir: Path, view: PlanView, *, planner: FitPlanner, search: _Se
             shutil.copy2(src / name, tmp)
         os.replace(tmp, target)
     test = None
+    if test_file is None and chosen_result.run_id:  # a GLUE task: its split's test half, scored by the run
+        rows = search.store.conn.execute(
+            "SELECT metric, value FROM test_metrics WHERE run_id = ? AND checkpoint = 'best' AND split = 'test'",
+            (chosen_result.run_id,)).fetchall()
+        if rows:
+            metrics = {r["metric"]: r["value"] for r in rows}
+            test = {"file": None, "split": base_cfg.split, "rows": None, "metrics": metrics, "metric": spec.metric,
+                    "score": metrics.get(spec.metric), "majority_baseline": None}
     if test_file is not None:
         from stabletune.predict import predict_file
 
@@ -923,7 +932,6 @@ def _finalize(out_dir: Path, view: PlanView, *, planner: FitPlanner, search: _Se
             "chosen": c == choice.candidate,
             "seeds": [{"seed": s, "val": r.val, "status": r.status, "degenerate": r.degenerate, "wall_s": r.wall_s,
                        "best_step": r.best_step, "run_id": r.run_id} for s, r in sorted(summ.seeds.items())]})
-    chosen_result = choice.seeds[best_seed]
     choice_record = {
         "candidate": choice.candidate.key, "recipe": choice.candidate.words(), **choice.candidate.overrides(),
         "optimizer": "adamw (debiased)", "mean_val": choice.mean, "std_val": choice.std,
@@ -931,7 +939,7 @@ def _finalize(out_dir: Path, view: PlanView, *, planner: FitPlanner, search: _Se
         "shipped_val": chosen_result.val, "shipped_step": chosen_result.best_step, "run_id": chosen_result.run_id}
     run_seconds = sum(r.wall_s or 0.0 for r in search.results.values())
     record = {
-        "stabletune_fit": 1,
+        "stabletune_fit": 1, "name": out_dir.name,
         "data": {"train_file": base.get("train_file"), "dev_file": base.get("dev_file"), "test_file": test_file,
                  "task": spec.name, "labels": list(spec.labels) if spec.labels else None,
                  "task_type": "regression" if spec.is_regression else "classification",
@@ -1011,7 +1019,7 @@ def model_card(record: dict) -> str:
     metric = record["metric"] + (f" of {record['positive_label']!r}" if record.get("positive_label") else "")
     lines = [
         "---", "library_name: transformers", "pipeline_tag: text-classification", "tags: [stabletune]", "---", "",
-        f"# {d['task']}: fine-tuned {Path(str(record['model']['source'])).name} (stabletune fit)", "",
+        f"# {record['name']}: {Path(str(record['model']['source'])).name} fine-tuned by stabletune fit", "",
         f"A {'regression' if d['task_type'] == 'regression' else 'classification'} model "
         + (f"with labels {', '.join(map(str, d['labels']))} " if d["labels"] else "")
         + f"fine-tuned from `{record['model']['source']}` ({record['model']['depth']} layers, hidden "
@@ -1051,11 +1059,13 @@ def model_card(record: dict) -> str:
             + (f"; trimmed to the budget: {', '.join(record['plan']['trimmed'])}" if record["plan"]["trimmed"] else "")
             + ". Figure: `fit.png`; every run: `fit.json` and `search/fit.db`.", "",
         "## Use", "", "```bash",
-        f"stabletune predict {Path('.')} --input new.csv --output predictions.csv"
+        f"stabletune predict {record['name']} --input new.csv --output predictions.csv"
         + (f"   # text column(s): {', '.join(d['text_columns'])}" if d["text_columns"] else ""), "```", "",
         "```python", "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
-        "model = AutoModelForSequenceClassification.from_pretrained(\"THIS_FOLDER\")",
-        "tokenizer = AutoTokenizer.from_pretrained(\"THIS_FOLDER\")", "```", "",
+        f"model = AutoModelForSequenceClassification.from_pretrained(\"{record['name']}\")",
+        f"tokenizer = AutoTokenizer.from_pretrained(\"{record['name']}\")",
+        "# config.id2label names the classes" + (f"; text column(s): {', '.join(d['text_columns'])}"
+                                                 if d["text_columns"] else ""), "```", "",
     ]
     return "\n".join(lines)
 

@@ -67,8 +67,11 @@ def run(args: argparse.Namespace) -> int:
     sys.stderr.write(f"stabletune fit: chose {ch['recipe']} (validation {rec['metric']} {ch['mean_val']:.4f} "
                      f"+- {ch['std_val']:.4f} over {ch['seeds']} seeds); shipped seed {ch['shipped_seed']}\n")
     if res.test is not None and res.test.get("score") is not None:
-        sys.stderr.write(f"stabletune fit: test {rec['metric']} {res.test['score']:.4f} on {res.test['rows']} rows "
-                         f"(majority baseline {res.test['majority_baseline']:.4f})\n")
+        base = res.test.get("majority_baseline")
+        where = (f"{res.test['rows']} rows of {res.test['file']}" if res.test.get("file")
+                 else f"the {res.test['split']} test split")
+        sys.stderr.write(f"stabletune fit: test {rec['metric']} {res.test['score']:.4f} on {where}"
+                         + (f" (majority baseline {base:.4f})" if base is not None else "") + "\n")
     sys.stderr.write(f"stabletune fit: wrote {res.out_dir} (model, fit.json, README.md, fit.png) in "
                      f"{rec['timings']['wall_s'] / 60:.1f} min; next: stabletune predict {res.out_dir} --input FILE "
                      "--output FILE\n")
