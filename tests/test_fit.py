@@ -155,12 +155,11 @@ def test_trims_shrink_the_plan_in_order_until_it_fits():
     planner = FitPlanner(SPACE, SEEDS, floor=0.0)
     limits = Limits(screen=len(planner.screen_list()))
     applied = []
-    for name, can, apply in TRIMS:
-        while can(limits):
-            apply(limits)
+    for name, trim in TRIMS:
+        while trim(limits, len(SPACE.lrs)):
             applied.append(name)
-    assert applied[:4] == ["no second longer rung", "no combination screen", "one recipe confirmed",
-                           "no longer training"]
+    assert applied[:5] == ["no second longer rung", "no combination screen", "one recipe confirmed",
+                           "learning rates screened at one L only", "no longer training"]
     assert limits == Limits(screen=1, combo=False, confirm=1, lengthen=0, ladder=1)
     # the smallest plan still gives one recipe with every seed
     _, view = simulate(lambda c, s: 0.7, limits=limits)
@@ -214,6 +213,7 @@ def test_fit_writes_model_card_figure_and_every_candidate(fitted):
     assert record["test"]["score"] == record["test"]["metrics"]["acc"]
     assert record["test"]["score"] > record["test"]["majority_baseline"]  # the tiny task is learnable
     assert record["timings"]["wall_s"] < record["timings"]["budget_s"] * 1.1
+    assert record["plan"]["trimmed"] == []  # a generous budget: the whole plan ran
     card = (out / "README.md").read_text()
     assert "| lr | L (pooler + top L) | updates |" in card
     assert sum(line.startswith(("| 0.0", "| 1e-", "| 3e-")) for line in card.splitlines()) == len(cands)
@@ -231,6 +231,27 @@ def test_fit_output_reloads_with_plain_transformers(fitted):
         logits = model(**tok(["great superb fine film", "awful dull sad film"], return_tensors="pt",
                              padding=True)).logits
     assert [model.config.id2label[i] for i in logits.argmax(-1).tolist()] == ["yes", "no"]
+
+
+def test_budget_trims_the_plan_from_measured_run_costs(tiny_model, tmp_path):
+    """Runs that report 100 s (90 s of training for 9 updates): with a 400 s budget, after the first run the
+    estimate no longer fits, so the plan is trimmed in TRIMS order until it does; the chosen recipe still has
+    every seed."""
+    from stabletune.train import train
+
+    def slow_on_paper(cfg, out_dir=None, *, callback=None):
+        res = train(cfg, out_dir, callback=callback)
+        res.timings.update(wall_s=10.0 + 10.0 * cfg.max_steps, train_s=10.0 * cfg.max_steps)
+        return res
+
+    data = write_user_data(tmp_path / "data")
+    res = tiny_fit(tiny_model, data, tmp_path / "model", budget=400, run_fn=slow_on_paper)
+    record = res.record
+    assert record["plan"]["trimmed"] == ["no second longer rung", "no combination screen", "one recipe confirmed",
+                                         "learning rates screened at one L only", "no longer training"]
+    ran = {(c["lr"], c["layers"], c["updates"]): c["seeds_run"] for c in record["candidates"]}
+    assert set(ran) == {(3e-3, 1, 9), (1e-2, 1, 9)} and sorted(ran.values()) == [1, 3]
+    assert record["choice"]["seeds"] == 3
 
 
 def test_finished_fit_is_not_redone_without_overwrite(fitted, tiny_model):

@@ -256,13 +256,18 @@ class Limits:
     """Longer rungs a lengthened recipe may climb (each only if the previous one improved the mean)."""
 
 
-#: Trim order (first = least harmful): (description, test whether it can apply, apply).
-TRIMS: list[tuple[str, Callable[[Limits], bool], Callable[[Limits], None]]] = [
-    ("no second longer rung", lambda l: l.ladder > 1, lambda l: setattr(l, "ladder", 1)),
-    ("no combination screen", lambda l: l.combo, lambda l: setattr(l, "combo", False)),
-    ("one recipe confirmed", lambda l: l.confirm > 1, lambda l: setattr(l, "confirm", 1)),
-    ("no longer training", lambda l: l.lengthen > 0, lambda l: setattr(l, "lengthen", 0)),
-    ("smaller screen", lambda l: l.screen is not None and l.screen > 1, lambda l: setattr(l, "screen", l.screen - 1)),
+#: Trim order (first = least harmful): (description, trim): ``trim(limits, n_lrs)`` lowers one limit and returns
+#: whether it could. ``n_lrs``: the screen's learning-rate part (the other L come after it). Longer training is
+#: kept over screening other L values: the anchor L already re-initialises the top block (Section 5), and three
+#: epochs are what Section 6 finds too short on small data.
+TRIMS: list[tuple[str, Callable[[Limits, int], bool]]] = [
+    ("no second longer rung", lambda l, n: l.ladder > 1 and not setattr(l, "ladder", 1)),
+    ("no combination screen", lambda l, n: l.combo and not setattr(l, "combo", False)),
+    ("one recipe confirmed", lambda l, n: l.confirm > 1 and not setattr(l, "confirm", 1)),
+    ("learning rates screened at one L only",
+     lambda l, n: l.screen is not None and l.screen > n and not setattr(l, "screen", n)),
+    ("no longer training", lambda l, n: l.lengthen > 0 and not setattr(l, "lengthen", 0)),
+    ("smaller screen", lambda l, n: l.screen is not None and l.screen > 1 and not setattr(l, "screen", l.screen - 1)),
 ]
 
 Run = tuple[Candidate, int]
@@ -782,14 +787,14 @@ class _Search:
         view = self.planner.plan(self.results, started, self.limits)
         if not self.budget.known():
             return view
+        n_lrs = len(self.planner.space.lrs)
         while not self._fits(view):
-            trim = next(((name, apply) for name, can, apply in TRIMS if can(self.limits)), None)
-            if trim is None:
+            name = next((name for name, trim in TRIMS if trim(self.limits, n_lrs)), None)
+            if name is None:
                 break  # the smallest plan: one recipe with every seed; it runs even past the budget
-            trim[1](self.limits)
-            if trim[0] not in self.budget.trimmed:
-                self.budget.trimmed.append(trim[0])
-                self.display.line(f"budget: {trim[0]}")
+            if name not in self.budget.trimmed:
+                self.budget.trimmed.append(name)
+                self.display.line(f"budget: {name}")
             view = self.planner.plan(self.results, started, self.limits)
         return view
 
