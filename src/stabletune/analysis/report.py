@@ -49,6 +49,27 @@ from stabletune.analysis.stats import (
 from stabletune.errors import UserError
 
 STATUSES = ("finished", "failed", "diverged", "killed")
+_OURS = {"report.md": "by `stabletune report`", "report.html": "by <code>stabletune report</code>"}
+"""The generator line every report carries: a report.md/report.html without it is someone else's file."""
+
+
+def check_out_dir(out_dir: str | Path, *, overwrite: bool = False) -> None:
+    """Refuse to write a report where it would replace a file that is not an earlier report.
+
+    An earlier report in ``out_dir`` is replaced (rerunning a report refreshes it); a ``report.md`` or
+    ``report.html`` that ``stabletune report`` did not write is only replaced with ``overwrite``.
+
+    Raises:
+        UserError: ``out_dir`` is a file, or holds such a file (without ``overwrite``).
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder")
+    for name, mark in _OURS.items():
+        f = out / name
+        if not overwrite and f.is_file() and mark not in f.read_text(encoding="utf-8", errors="replace"):
+            raise UserError(f"{f} was not written by stabletune report: not replacing it "
+                            "(use --overwrite to replace it)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -241,12 +262,13 @@ def write_report(
     alpha: float = 0.05,
     n_boot: int = 1000,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> dict[str, Path]:
     """Write the study report (paper Tables 1-4, 7 and Figures 1-18 where the frames hold the data).
 
     Args:
         frames: the results (only ``frames.metrics`` is required).
-        out_dir: output folder (created; files in it are overwritten).
+        out_dir: output folder (created; files of an earlier report in it are replaced).
         baseline: method every other is tested against (default: ``meta["baseline"]`` of the study, else
             ``standard_debiased`` if present, else the study's first method).
         welch: Welch's instead of Student's t-test.
@@ -255,13 +277,17 @@ def write_report(
         alpha: significance level of the one-tailed tests.
         n_boot: bootstrap simulations per k of the expected-performance curves.
         seed: seed of the bootstrap generator.
+        overwrite: replace a report.md/report.html in ``out_dir`` that is not an earlier report (see
+            :func:`check_out_dir`).
 
     Returns:
         Paths by name: ``markdown``, ``html``, ``figure:<name>`` and ``table:<name>``.
 
     Raises:
-        UserError: unknown baseline, unknown metric, no test results.
+        UserError: unknown baseline, unknown metric, no test results, an ``out_dir`` that is a file or holds
+            someone else's report.md (see :func:`check_out_dir`).
     """
+    check_out_dir(out_dir, overwrite=overwrite)
     m = frames.metrics
     methods = method_order(m)
     baseline = baseline or frames.meta.get("baseline") or default_baseline(methods)
