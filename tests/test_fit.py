@@ -326,7 +326,7 @@ def test_fit_resumes_after_sigkill_without_recomputing(tiny_model, tmp_path):
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("case", ["missing column", "no text columns", "empty train", "unknown test label",
                                   "two seeds", "bad budget", "bad metric", "regression metric",
-                                  "missing file", "dev file with glue"])
+                                  "missing file", "dev file with glue", "out is a file", "too long"])
 def test_fit_bad_input_one_line_exit_2(case, tiny_model, tmp_path, capsys):
     from stabletune.cli import main
 
@@ -356,11 +356,15 @@ def test_fit_bad_input_one_line_exit_2(case, tiny_model, tmp_path, capsys):
         args[args.index(str(data["val"]))] = str(tmp_path / "nope.csv")
     elif case == "dev file with glue":
         args = ["fit", "--task", "rte", "--dev-file", str(data["val"]), "--out", str(tmp_path / "out")]
+    elif case == "out is a file":
+        (tmp_path / "out").write_text("")
+    elif case == "too long":
+        args += ["--max-seq-length", "100000"]
     code = main(args)
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert len(err.splitlines()) == 1 and err.startswith("stabletune: error:") and "Traceback" not in err, err
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").is_dir()
 
 
 @pytest.mark.slow

@@ -122,7 +122,8 @@ def test_plain_hf_folder_needs_text_columns(cls_run, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", ["not a classifier", "no config", "missing folder", "missing column", "empty file",
-                                  "header only", "unknown label", "output clash", "bad output type"])
+                                  "header only", "unknown label", "output clash", "bad output type",
+                                  "too long", "no output folder"])
 def test_predict_bad_input_one_line_exit_2(case, cls_run, tiny_model, tmp_path, capsys):
     run, data, _ = cls_run
     inp, model_dir, out = data["test"], run, tmp_path / "pred.csv"
@@ -149,6 +150,10 @@ def test_predict_bad_input_one_line_exit_2(case, cls_run, tiny_model, tmp_path, 
         inp.write_text("id,review,prediction\n1,great film,yes\n")
     elif case == "bad output type":
         out = tmp_path / "pred.xlsx"
+    elif case == "too long":
+        extra = ["--max-seq-length", "100000"]  # the tiny BERT has 512 positions
+    elif case == "no output folder":
+        out = tmp_path / "missing" / "pred.csv"
     code = main(["predict", str(model_dir), "--input", str(inp), "--output", str(out), "--no-progress", *extra])
     err = capsys.readouterr().err.strip()
     assert code == 2, err

@@ -584,7 +584,10 @@ def fit(*, out: str | os.PathLike, train_file: str | None = None, dev_file: str 
                          text_columns=text_columns, label_column=label_column, task_type=task_type, model=model,
                          metric=metric, run_options=run_options)
     base_cfg = make_config(base)
-    from stabletune.train import load_run_data, majority_baselines
+    from stabletune.cli.train import check_inputs
+    from stabletune.train import load_run_data
+
+    check_inputs(base_cfg)  # --max-seq-length against the model, before reading data
 
     spec, splits = load_run_data(base_cfg)
     if test_file is not None:
@@ -670,8 +673,9 @@ def _base_options(*, train_file, dev_file, task, data_dir, text_columns, label_c
 
 
 def _prepare_out(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"invalid option --out: {out_dir} exists and is not a folder")
+    from stabletune.cli.outputs import check_out_folder
+
+    check_out_folder(out_dir, may_exist=True)  # a file, or a place where nothing can be created: refused now
     if (out_dir / "fit.json").exists():
         if not overwrite:
             raise ConfigError(f"{out_dir} holds a finished fit (fit.json); use --overwrite to start over")

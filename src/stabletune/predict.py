@@ -159,8 +159,19 @@ def predict_file(model_dir: str | os.PathLike, input_file: str | os.PathLike, ou
     if threads:
         torch.set_num_threads(threads)
     out_path = Path(output_file) if output_file is not None else None
-    if out_path is not None and out_path.suffix.lower() not in OUTPUT_FORMATS:
-        raise ConfigError(f"invalid option --output: {out_path.name}: use a {', '.join(OUTPUT_FORMATS)} file")
+    if out_path is not None:
+        from stabletune.cli.outputs import check_out_file
+
+        if out_path.suffix.lower() not in OUTPUT_FORMATS:
+            raise ConfigError(f"invalid option --output: {out_path.name}: use a {', '.join(OUTPUT_FORMATS)} file")
+        check_out_file(out_path, option="--output")
+    if max_seq_length is not None:
+        from stabletune.model import input_limits
+
+        limit = input_limits(str(resolve_model_dir(model_dir))).max_length
+        if max_seq_length <= 0 or (limit is not None and max_seq_length > limit):
+            raise ConfigError(f"invalid option --max-seq-length: {max_seq_length} is not in 1..{limit} "
+                              f"(the model's positions)")
     clf = load_classifier(model_dir, device=device)
     if isinstance(text_columns, str):
         text_columns = [c.strip() for c in text_columns.split(",") if c.strip()]
