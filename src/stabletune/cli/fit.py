@@ -38,7 +38,7 @@ def register(sub) -> None:
                         "spearman (default: acc for classes, spearman for regression)")
     s.add_argument("--budget", default=f"{DEFAULT_BUDGET_S // 60}m", metavar="TIME",
                    help=f"wall time for the whole fit: 900, 90s, 20m, 1.5h (default {DEFAULT_BUDGET_S // 60}m: on a "
-                        "2-core machine about 12 MiniLM runs on 1,000 short texts; docs/fit.md)")
+                        "2-core machine the whole search with MiniLM on ~1,000 short texts; docs/fit.md)")
     s.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="N",
                    help=f"seeds per recipe, at least 3 (default {DEFAULT_SEEDS})")
     s.add_argument("--max-seq-length", type=int, metavar="N", help="truncate texts to N tokens (default 128)")
