@@ -135,6 +135,12 @@ class RunConfig:
     save_model: bool = False
     progress: bool = True
 
+    # --- logging (not part of a run's identity: excluded from study run ids) --------------------------
+    report_to: Literal["none", "tensorboard"] = "none"
+    """tensorboard: per-update loss, lr, grad norm and per-evaluation validation metrics as TensorBoard scalars."""
+    logging_dir: str | None = None
+    """TensorBoard folder of this run; default: OUT/tensorboard (a study: one folder per run next to its db)."""
+
     # ----------------------------------------------------------------------------------------------
     @property
     def resolved_init_seed(self) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 
 from stabletune.errors import ConfigError, DataError, UserError
@@ -103,13 +104,19 @@ def _load(args: argparse.Namespace):
     except ImportError as exc:
         raise UserError(f"cannot read study results: stabletune.study.load_frames is not available ({exc}); "
                         "use --from-csv") from exc
-    return load_frames(study)
+    frames = load_frames(study)
+    # the report names files relative to the study file, never by this machine's absolute path
+    source = frames.meta.get("source")
+    if source:
+        frames.meta["source"] = os.path.relpath(Path(source).resolve(), study.resolve().parent)
+    frames.meta["study_file"] = study.name
+    return frames
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write the report; print where it is and the test-score table of the last (else best) checkpoint."""
+    """Write the report; print where it is and the test-score table of the checkpoint the report leads with."""
     from stabletune.analysis.frames import display_task
-    from stabletune.analysis.report import check_out_dir, write_report
+    from stabletune.analysis.report import check_out_dir, summary_checkpoint, write_report
     from stabletune.cli.outputs import check_out_folder
 
     metric_by_task = parse_metric_options(args.metric)  # options first: fail before reading anything
@@ -128,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
                          overwrite=args.overwrite)
     import pandas as pd
 
-    key = "table:summary_last" if "table:summary_last" in paths else "table:summary_best"
+    key = "table:summary_" + summary_checkpoint([k.split("_", 1)[1] for k in paths if k.startswith("table:summary_")])
     s = pd.read_csv(paths[key])
     print(f"{key.split('_', 1)[1]} checkpoint, test {'%' if (s['scale'] == 100).all() else 'score'}; "
           f"p: {s['test'].iloc[0]} vs {s['baseline'].dropna().iloc[0] if s['baseline'].notna().any() else '-'}")

@@ -112,8 +112,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("invalid option --out: give the run folder to write (e.g. --out runs/rte-s0)")
     if args.ensemble < 1:
         raise ConfigError(f"invalid option --ensemble: must be >= 1, got {args.ensemble}")
+    if args.ensemble > 1 and cfg.report_to != "none":  # the vectorised ensemble has no per-member logger
+        raise ConfigError("invalid option --report-to: not supported with --ensemble; train the seeds one by one "
+                          "or as a study (one TensorBoard run per seed)")
     # Everything that can fail without training fails here, before data and model are loaded.
     check_out_folder(cfg.out, overwrite=cfg.overwrite, may_exist=args.ensemble > 1)
+    if cfg.report_to != "none" and cfg.logging_dir is not None:
+        check_out_folder(cfg.logging_dir, option="--logging-dir", may_exist=True)
     members = member_configs(cfg, args.ensemble) if args.ensemble > 1 else None
     check_inputs(cfg)
     if members is None:
