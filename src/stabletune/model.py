@@ -69,7 +69,8 @@ def _hub_error(name: str, err: Exception) -> UserError:
 
 
 def load_model(name: str, *, num_labels: int, dropout: float | None, attn_implementation: str,
-               init_generator: torch.Generator, init_from: str | None = None) -> LoadedModel:
+               init_generator: torch.Generator, init_from: str | None = None,
+               labels: tuple[str, ...] | None = None) -> LoadedModel:
     """Load tokenizer + AutoModelForSequenceClassification and draw every new parameter from ``init_generator``.
 
     Args:
@@ -80,6 +81,8 @@ def load_model(name: str, *, num_labels: int, dropout: float | None, attn_implem
         init_generator: the only source of randomness for new weights (Appendix B's "weight initialisation" seed).
         init_from: a run folder or model directory to take the encoder (and, if the label count matches, the head)
             from instead of ``name``'s weights (intermediate-task transfer). Optimizer state is never restored.
+        labels: the task's label names in class order: the config's ``id2label``/``label2id``, so a saved model
+            names its classes (None: regression, or Hugging Face's LABEL_0, LABEL_1, ...).
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -98,6 +101,11 @@ def load_model(name: str, *, num_labels: int, dropout: float | None, attn_implem
     config.problem_type = None
     config.num_labels = num_labels
     config.problem_type = "regression" if num_labels == 1 else "single_label_classification"
+    if labels is not None:
+        if len(labels) != num_labels:
+            raise ValueError(f"{len(labels)} label names for {num_labels} outputs")
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {label: i for i, label in enumerate(labels)}
     if dropout is not None:
         for attr in _DROPOUT_ATTRS:
             if isinstance(getattr(config, attr, None), float):

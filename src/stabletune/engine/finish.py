@@ -88,12 +88,12 @@ def finish(run: Run, state: LoopState, step: Step) -> list[RunResult]:
         if K > 1:
             timings["shared_by_members"] = K  # train_s (and memory) are the vectorised model's, shared by K runs
         result = RunResult(
-            status=ms.status, config=m.cfg.to_dict(), seeds=m.seeds,
-            task={"name": spec.name, "labels": list(spec.labels) if spec.labels else None, "metric": spec.metric},
+            status=ms.status, config=m.cfg.to_dict(), seeds=m.seeds, task=task_record(spec),
             num_steps=run.total, warmup_steps=run.warmup, best=best, last=last, train_log=ms.train_log,
             evals=ms.evals, error=ms.error,
             data={"sizes": {n: len(v) for n, v in enc.items()},
-                  "truncated": {n: v.num_truncated for n, v in enc.items()}, "steps_per_epoch": run.per_epoch},
+                  "truncated": {n: v.num_truncated for n, v in enc.items()}, "steps_per_epoch": run.per_epoch,
+                  "majority_baseline": majority_baselines(spec, enc)},
             techniques={**m.prepared.record, "new_param_names": m.loaded.new_param_names, **step.techniques(k)},
             timings=timings,
             environment={"device": str(run.device), "precision": run.precision, "threads": torch.get_num_threads(),
@@ -108,6 +108,31 @@ def finish(run: Run, state: LoopState, step: Step) -> list[RunResult]:
     return results
 
 
+def task_record(spec) -> dict:
+    """The ``task`` entry of a run's result: name, labels, the selecting metric (and F1's positive class)."""
+    record = {"name": spec.name, "labels": list(spec.labels) if spec.labels else None, "metric": spec.metric}
+    if spec.metric == "f1" and spec.positive_index is not None:
+        record["positive_label"] = spec.labels[spec.positive_index]
+    return record
+
+
+def majority_baselines(spec, enc: dict) -> dict[str, float | None]:
+    """The main metric of always predicting the most frequent class, on validation and test (Table 3)."""
+    from stabletune.metrics import majority_baseline
+
+    return {name: (majority_baseline(spec, enc[name].labels) if len(enc[name]) else None)
+            for name in ("validation", "test")}
+
+
+def model_metadata(result: RunResult) -> dict:
+    """What ``stabletune predict`` needs to apply a saved model as it was trained (stored in its config.json
+    as ``stabletune``): text and label columns, maximum length, task type and the selecting metric."""
+    cfg = result.config
+    return {"task": result.task, "text_columns": list(cfg.get("text_columns") or []) or None,
+            "label_column": cfg.get("label_column") if cfg.get("train_file") else None,
+            "max_seq_length": cfg.get("max_seq_length"), "eval_batch_size": cfg.get("eval_batch_size")}
+
+
 def write_folder(folder: RunFolder, result: RunResult, split_indices: dict, model, tokenizer) -> None:
     """The run folder's files (layout in :mod:`stabletune.engine.runlog`); ``results.json`` last."""
     summary = {k: v for k, v in result.to_dict().items() if k not in ("train_log", "evals", "config")}
@@ -120,6 +145,7 @@ def write_folder(folder: RunFolder, result: RunResult, split_indices: dict, mode
     if model is not None:
         from transformers.utils import logging as hf_logging
 
+        model.config.stabletune = model_metadata(result)  # predict reads the text columns and length from it
         hf_logging.disable_progress_bar()
         model.save_pretrained(folder.path / "model")  # mixout targets are non-persistent buffers: not saved
         hf_logging.enable_progress_bar()

@@ -40,9 +40,12 @@ def compute_loss(logits: torch.Tensor, labels: torch.Tensor, is_regression: bool
 @torch.inference_mode()
 def evaluate(model, enc: Encoded, spec, *, batch_size: int, device: torch.device, pad_id: int,
              autocast, pad_to: int | None = None) -> tuple[dict[str, float], float, np.ndarray]:
-    """Metrics, mean loss and predictions on one split. Batches sorted by length to waste no compute on padding."""
+    """Metrics, mean loss and predictions on one split. Batches sorted by length to waste no compute on padding.
+    An empty split (no test file) gives ``(None, None, [])``."""
     from stabletune.metrics import compute_metrics
 
+    if len(enc) == 0:
+        return None, None, np.empty(0)
     was_training = model.training
     model.eval()
     order = np.argsort(-enc.lengths, kind="stable")

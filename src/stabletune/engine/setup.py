@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from stabletune.config import RunConfig, option_errors
@@ -51,9 +52,34 @@ def eval_steps(total: int, num_evals: int) -> list[int]:
 
 
 def encode_splits(tokenizer, splits, *, max_length: int, is_regression: bool) -> dict[str, Encoded]:
-    """Tokenise train / validation / test once."""
-    return {name: encode(tokenizer, rows, max_length=max_length, is_regression=is_regression)
+    """Tokenise train / validation / test once (a split without examples, a run without a test file, stays empty)."""
+    def one(rows) -> Encoded:
+        if not rows:
+            return Encoded([], None, np.empty(0, dtype=np.float32 if is_regression else np.int64), 0)
+        return encode(tokenizer, rows, max_length=max_length, is_regression=is_regression)
+    return {name: one(rows)
             for name, rows in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))}
+
+
+def load_run_data(cfg: RunConfig):
+    """``(spec, splits)`` of a run: the task scored by ``cfg.metric``, its examples read and split (split seed
+    only). Errors of the readers and splits are worded as the options that set the values."""
+    from stabletune.data import load_task_data, make_splits, read_user_examples
+    from stabletune.tasks import with_metric
+
+    with option_errors(seed="split_seed", test="test_file"):
+        spec, train_rows, dev_rows = load_task_data(
+            task=cfg.task, data_dir=cfg.data_dir, train_file=cfg.train_file, dev_file=cfg.dev_file,
+            text_columns=cfg.text_columns, label_column=cfg.label_column, task_type=cfg.task_type)
+        try:
+            spec = with_metric(spec, cfg.metric)
+        except ValueError as e:
+            raise ConfigError(f"invalid option --metric: {e}") from None
+        test_rows = (read_user_examples(cfg.test_file, spec, text_columns=cfg.text_columns,
+                                        label_column=cfg.label_column) if cfg.test_file else None)
+        splits = make_splits(spec, train_rows, dev_rows, split=cfg.split, seed=cfg.split_seed,
+                             train_size=cfg.train_size, test=test_rows)
+    return spec, splits
 
 
 def update_counts(cfg: RunConfig, n_train: int) -> tuple[int, int, int]:
@@ -167,7 +193,6 @@ def setup(cfgs: list[RunConfig], out_dirs: list[str | None], device: torch.devic
     seed only), loads and prepares each member's model (its init seed), tokenises once, and plans the schedule
     and evaluations.
     """
-    from stabletune.data import load_task_data, make_splits
     from stabletune.model import load_model
     from stabletune.techniques import prepare
     from stabletune.techniques.param_distance import snapshot_blocks
@@ -182,12 +207,7 @@ def setup(cfgs: list[RunConfig], out_dirs: list[str | None], device: torch.devic
     precision = resolve_precision(cfg.precision, device)
 
     # --- data: read, split (split seed only) -------------------------------------------------------
-    with option_errors(seed="split_seed"):  # the components name their arguments; here they are options
-        spec, train_rows, dev_rows = load_task_data(
-            task=cfg.task, data_dir=cfg.data_dir, train_file=cfg.train_file, dev_file=cfg.dev_file,
-            text_columns=cfg.text_columns, label_column=cfg.label_column, task_type=cfg.task_type)
-        splits = make_splits(spec, train_rows, dev_rows, split=cfg.split, seed=cfg.split_seed,
-                             train_size=cfg.train_size)
+    spec, splits = load_run_data(cfg)
 
     # --- members: weights + head drawn from each init seed; techniques in their one fixed order --------
     members = []
@@ -195,7 +215,7 @@ def setup(cfgs: list[RunConfig], out_dirs: list[str | None], device: torch.devic
         init_gen = torch.Generator().manual_seed(c.resolved_init_seed)
         loaded = load_model(c.model, num_labels=spec.num_labels, dropout=c.dropout,
                             attn_implementation=c.attn_implementation, init_generator=init_gen,
-                            init_from=c.init_from)
+                            init_from=c.init_from, labels=spec.labels)
         with option_errors(betas=("adam_beta1", "adam_beta2"), eps="adam_eps"):
             prepared = prepare(
                 loaded.model, init_generator=init_gen, reinit_layers=c.reinit_layers,
