@@ -12,7 +12,8 @@ embedded MiniLM tokenizer, max 128 tokens), it times forward + backward of
   ``block-diagonal``) and, as the reference, SDPA on the padded batch as Hugging Face runs it (``hf``);
 * ``encoder``: the whole model (embedded MiniLM-L6 + classifier, dropout off) for one batch: the Hugging Face
   padded forward and the unpadded model with each layout (``block-diagonal`` is left out: quadratic in the
-  batch's token count).
+  batch's token count), computing the last block for the first tokens only (the default) and, as
+  ``padded/all``, for every token.
 
 Every variant runs in turn within each repeat (the order rotates), and we report medians over repeats, so load
 from neighbours hits all variants alike. The machine's load average is printed with the numbers.
@@ -70,11 +71,12 @@ def time_attention(lens: np.ndarray, layout: str, *, hidden: int = 384, heads: i
     g = torch.Generator().manual_seed(seed)
     if layout == "hf":  # the padded batch, as the Hugging Face model computes it
         B, L = mask.shape
-        q, k, v = (torch.randn(B, heads, L, hidden // heads, generator=g, requires_grad=True) for _ in range(3))
+        q, k, v = (torch.randn(B * L, hidden, generator=g, requires_grad=True) for _ in range(3))
         key_mask = mask.bool()[:, None, None, :]
-        t = time.perf_counter()
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
-        out.sum().backward()
+        t = time.perf_counter()  # views and transposes as Hugging Face's attention makes them
+        qh, kh, vh = (x.view(B, L, heads, hidden // heads).transpose(1, 2) for x in (q, k, v))
+        out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=key_mask)
+        out.transpose(1, 2).reshape(B * L, hidden).sum().backward()
         return time.perf_counter() - t
     q, k, v = (torch.randn(pk.total, hidden, generator=g, requires_grad=True) for _ in range(3))
     t = time.perf_counter()
@@ -105,7 +107,8 @@ def run(args) -> dict:
     model = load_model(args.model, num_labels=2, dropout=0.0, attn_implementation="sdpa",
                        init_generator=torch.Generator().manual_seed(0)).model.train()
     att_variants = ["hf", *LAYOUTS]
-    enc_variants = ["hf", *[x for x in LAYOUTS if x != "block-diagonal"]]
+    # "<layout>" computes the last block for the first token only (the default); "<layout>/all" for every token
+    enc_variants = ["hf", *[x for x in LAYOUTS if x != "block-diagonal"], f"{LAYOUTS[0]}/all"]
     rows = []
     for task in args.tasks:
         lengths = task_lengths(task, args.data_dir, args.model)
@@ -121,7 +124,7 @@ def run(args) -> dict:
                         if v == "hf":
                             repad_model_(model)
                         else:
-                            unpad_model_(model, layout=v)
+                            unpad_model_(model, layout=v.split("/")[0], first_token_only=not v.endswith("/all"))
                         enc[v].append(time_encoder(model, lens, seed=i))
         pad = 1 - sum(int(b.sum()) for b in batches) / sum(len(b) * int(b.max()) for b in batches)
         row = {"task": task, "mean_length": float(lengths.mean()), "pad_fraction": pad,

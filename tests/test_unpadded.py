@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import pickle
 
 import numpy as np
@@ -310,3 +311,101 @@ def test_bad_encoder_impl_is_a_one_line_config_error(tiny_model, tmp_path):
                            "--encoder-impl", "fast"], capture_output=True, text=True)
     assert proc.returncode == 2 and "--encoder-impl" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# The science study (studies/unpadded-science.yaml) and its analysis (scripts/unpadded_science.py)
+# ------------------------------------------------------------------------------------------------
+def _science_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "unpadded_science.py"
+    spec = importlib.util.spec_from_file_location("unpadded_science", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_science_study_file_runs_three_methods_on_both_paths():
+    from pathlib import Path
+
+    from stabletune.model import run_encoder
+    from stabletune.study.spec import load_study
+
+    spec = load_study(Path(__file__).resolve().parents[1] / "studies" / "unpadded-science.yaml")
+    assert len(spec.seeds) == 10 and [t.name for t in spec.tasks] == ["cola"]
+    assert sorted(spec.methods) == sorted(f"{m}-{p}" for m in ("bertadam", "adam", "reinit")
+                                          for p in ("hf", "unpadded"))
+    runs = [spec.make_run(m, "cola", spec.seeds[0], "final") for m in spec.methods]
+    for r in runs:
+        assert run_encoder(r.config) == r.method.rsplit("-", 1)[1]
+        assert r.config.dropout == 0.1 and r.config.group_by_length is False
+        twin = {"hf": "unpadded", "unpadded": "hf"}[r.method.rsplit("-", 1)[1]]
+        other = next(o for o in runs if o.method == f"{r.method.rsplit('-', 1)[0]}-{twin}")
+        diff = {k for k, v in r.config.to_dict().items() if other.config.to_dict()[k] != v}
+        assert diff == {"encoder_impl"}  # the paths differ in nothing else
+    assert len({r.run_id for r in runs}) == 6
+
+
+def test_science_analysis_welch_and_bonferroni_on_fake_data():
+    """Fake results: adam and bertadam drawn alike on both paths, reinit shifted by 3 SDs on the unpadded path."""
+    import pandas as pd
+    from scipy import stats
+
+    sci = _science_script()
+    rng = np.random.default_rng(0)
+    rows, scores = [], {}
+    for method, shift in (("bertadam", 0.0), ("adam", 0.0), ("reinit", 0.3)):
+        for path in ("hf", "unpadded"):
+            xs = rng.normal(0.4 + (shift if path == "unpadded" else 0.0), 0.1, 10)
+            scores[method, path] = xs
+            rows += [{"method": f"{method}-{path}", "task": "cola", "status": "finished", "best_test_mcc": x,
+                      "wall_s": 100.0 if path == "hf" else 60.0, "examples_per_s": 1.0} for x in xs]
+    rows.append({"method": "adam-hf", "task": "cola", "status": "diverged", "best_test_mcc": -5.0,
+                 "wall_s": 1.0, "examples_per_s": 1.0})  # not averaged, reported
+    res = sci.compare_paths(pd.DataFrame(rows), score="best_test_mcc")
+    by = {c["method"]: c for c in res["comparisons"]}
+    assert list(by) == ["bertadam", "adam", "reinit"]
+    for m, c in by.items():
+        t, p = stats.ttest_ind(scores[m, "hf"], scores[m, "unpadded"], equal_var=False)
+        assert c["p"] == pytest.approx(p) and c["t"] == pytest.approx(t)
+        assert c["p_bonferroni"] == pytest.approx(min(1.0, 3 * p)) and c["n_hf"] == c["n_unpadded"] == 10
+    assert by["bertadam"]["no_difference"] and by["adam"]["no_difference"] and not by["reinit"]["no_difference"]
+    assert not res["all_no_difference"] and res["not_finished"] == {"adam-hf/diverged": 1}
+    assert res["wall"]["hf"]["wall_s_total"] == 3000 and res["wall"]["unpadded"]["wall_s_mean"] == 60
+    table = sci.fmt(res)
+    assert "DIFFERENT" in table and "unpadded / hf wall time per run: 0.60" in table
+    with pytest.raises(ValueError, match="no column"):
+        sci.compare_paths(pd.DataFrame(rows), score="best_test_acc")
+
+
+def test_science_analysis_reads_a_real_study(tiny_model, tmp_path, capsys):
+    """A tiny study of one method on both paths, dropout off: the script reads the stored scores from the database;
+    the two paths score the same (t = 0, p = 1; NaN if both seeds also score alike, which counts as "too few")."""
+    from stabletune.study import run_study
+
+    study = tmp_path / "sci.yaml"
+    study.write_text(f"""
+name: sci
+data_dir: {glue_dir()}
+base: {{model: {tiny_model}, train_size: 16, batch_size: 8, max_steps: 2, num_evals: 1, max_seq_length: 48,
+        eval_batch_size: 64, lr: 1.0e-3, dropout: 0.0, group_by_length: false, threads: 1}}
+methods:
+  adam-hf: {{encoder_impl: hf}}
+  adam-unpadded: {{encoder_impl: unpadded}}
+tasks: [rte]
+seeds: 2
+""")
+    outcome = run_study(study, workers=0, progress=False)
+    assert outcome.failures == []
+    sci = _science_script()
+    code = sci.main([str(study), "--json"])
+    res = json.loads(capsys.readouterr().out)
+    (c,) = res["comparisons"]
+    assert res["score"] == "best_test_acc" and c["method"] == "adam" and c["n_hf"] == c["n_unpadded"] == 2
+    assert c["mean_hf"] == pytest.approx(c["mean_unpadded"]) and res["wall"]["unpadded"]["runs"] == 2
+    if math.isnan(c["p"]):
+        assert c["sd_hf"] == 0 and code == 1
+    else:
+        assert c["p"] == pytest.approx(1.0) and c["no_difference"] and code == 0

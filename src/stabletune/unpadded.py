@@ -25,11 +25,15 @@ What we took from where (docs/performance.md has the long version):
   passes are a scatter-add / gather of rows (not the generic advanced-indexing backward).
 * NVIDIA's BERT (packed sequences, ``cu_seqlens`` for its fused multi-head attention) and flash-attention's
   ``varlen`` kernels: attention needs only the sequence boundaries. No such kernel exists for CPU in torch
-  2.13, so attention runs through PyTorch's ``scaled_dot_product_attention`` on a padded copy of Q/K/V
-  (``layout="padded"``, the default), or on per-length buckets, ``torch.nested`` jagged tensors, or one
-  block-diagonal mask -- the four variants measured on this CPU by ``benchmarks/bench_unpadded_attention.py``
-  (docs/performance.md; the losers are in docs/LOG.md). Attention is a few percent of an encoder's FLOPs at
-  these lengths, so padding it back costs little while the dense layers (most of the FLOPs) see no padding.
+  2.13, so attention runs through PyTorch's ``scaled_dot_product_attention`` on padded copies of Q/K/V: by
+  default (``layout="sorted"``) the batch's sequences sorted by length and cut into groups of about 8, each
+  group padded to its own longest (a few SDPA calls, little padding). The alternatives -- one group padded to the
+  longest (``padded``), one group per distinct length (``buckets``), ``torch.nested`` jagged tensors
+  (``nested``), one block-diagonal mask (``block-diagonal``) -- were measured on this CPU by
+  ``benchmarks/bench_unpadded_attention.py`` (docs/performance.md; what lost is in docs/LOG.md).
+* MosaicBERT's ``subset_mask`` (its MLM head computes the last layer only for the masked tokens): a
+  sequence-classification head reads only the first token, so the last block computes its queries, attention
+  output and feed-forward only for those rows (keys and values still on every token). Exact for the head.
 
 Limits (those inputs fall back to the Hugging Face forward, exactly): ``inputs_embeds`` or ``position_ids``
 given, ``output_attentions`` / ``output_hidden_states`` asked for, caches / cross-attention, a sequence that does
@@ -56,7 +60,7 @@ LAYOUTS = ("padded", "buckets", "sorted", "nested", "block-diagonal")
 SORTED_GROUP = 8
 """Sequences per group of the ``sorted`` layout."""
 
-DEFAULT_LAYOUT = "padded"
+DEFAULT_LAYOUT = "sorted"
 """Fastest on this project's CPU (docs/performance.md, benchmarks/bench_unpadded_attention.py)."""
 
 
@@ -215,6 +219,26 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pk: Pack
     raise ValueError(f"unknown attention layout {layout!r}; choose from {', '.join(LAYOUTS)}")
 
 
+def first_token_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pk: Packing, *, num_heads: int,
+                          scale: float | None = None, dropout_p: float = 0.0, _cache: dict | None = None
+                          ) -> torch.Tensor:
+    """Attention of each sequence's first token (``q``: ``(batch, hidden)``) over all its tokens (packed ``k``,
+    ``v``: ``(total, hidden)``); returns ``(batch, hidden)``."""
+    batch, hidden = q.shape
+    head = hidden // num_heads
+    cache = _cache if _cache is not None else {}
+    grp = cache.get("padded")
+    if grp is None:
+        grp = cache["padded"] = _group(pk, "padded")
+    (_, width, mask), = grp.groups
+    buf = torch.cat([k, v], dim=1).new_zeros(grp.num_slots, 2 * hidden).index_copy(0, grp.slots,
+                                                                                   torch.cat([k, v], dim=1))
+    kb, vb = (x.transpose(1, 2) for x in buf.view(batch, width, 2, num_heads, head).unbind(2))
+    qb = q.view(batch, 1, num_heads, head).transpose(1, 2)
+    o = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+    return o.reshape(batch, hidden)
+
+
 # ------------------------------------------------------------------------------------------------
 # The forward of the base model (BertModel / RobertaModel / ElectraModel), unpadded
 # ------------------------------------------------------------------------------------------------
@@ -271,17 +295,30 @@ def unpadded_forward(self, input_ids: torch.Tensor | None = None, attention_mask
         h = self.embeddings_project(h)
 
     cache: dict = {}
-    for layer in self.encoder.layer:
+    layers = list(self.encoder.layer)
+    for i, layer in enumerate(layers):
         sa = layer.attention.self
         scale = getattr(sa, "scaling", None)
         p = sa.dropout.p if sa.training else 0.0
+        if self._unpadded_first_token_only and i == len(layers) - 1:
+            # The head reads only each sequence's first token: the last block's queries, attention output and
+            # feed-forward run on those rows only (keys and values still on every token). Exact for the head.
+            first = h.index_select(0, pk.cu_seqlens[:-1])
+            ctx = first_token_attention(sa.query(first), sa.key(h), sa.value(h), pk, num_heads=sa.num_attention_heads,
+                                        scale=scale, dropout_p=p, _cache=cache)
+            h = layer.attention.output(ctx, first)
+            h = layer.output(layer.intermediate(h), h)
+            break
         ctx = varlen_attention(sa.query(h), sa.key(h), sa.value(h), pk, num_heads=sa.num_attention_heads,
                                scale=scale, dropout_p=p, layout=self._unpadded_layout, _cache=cache)
         h = layer.attention.output(ctx, h)
         h = layer.output(layer.intermediate(h), h)
 
     hidden = h.shape[-1]
-    seq = h.new_zeros(batch * width, hidden).index_copy(0, pk.rows, h).view(batch, width, hidden)
+    if self._unpadded_first_token_only:
+        seq = h.view(batch, 1, hidden)
+    else:
+        seq = h.new_zeros(batch * width, hidden).index_copy(0, pk.rows, h).view(batch, width, hidden)
     pooler = getattr(self, "pooler", None)
     pooled = pooler(seq) if pooler is not None else None
     return BaseModelOutputWithPoolingAndCrossAttentions(last_hidden_state=seq, pooler_output=pooled)
@@ -289,7 +326,8 @@ def unpadded_forward(self, input_ids: torch.Tensor | None = None, attention_mask
 
 def _unpadded_subclass(hf_cls: type) -> type:
     return type(f"Unpadded{hf_cls.__name__}", (hf_cls,), {
-        "forward": unpadded_forward, "_unpadded_layout": DEFAULT_LAYOUT, "__module__": __name__,
+        "forward": unpadded_forward, "_unpadded_layout": DEFAULT_LAYOUT, "_unpadded_first_token_only": False,
+        "__module__": __name__,
         "__doc__": f"{hf_cls.__name__} whose forward runs unpadded (stabletune.unpadded)."})
 
 
@@ -325,10 +363,25 @@ def _base(model: nn.Module) -> nn.Module:
     return base
 
 
-def unpad_model_(model: nn.Module, *, layout: str = DEFAULT_LAYOUT) -> nn.Module:
-    """Make ``model`` (a BERT/RoBERTa/ELECTRA ``*ForSequenceClassification``) compute its encoder unpadded, in
-    place, and return it. Parameters, buffers and module names are untouched. Raises ValueError when the model
-    is not supported (:func:`unsupported_reason`)."""
+FIRST_TOKEN_HEADS = ("BertForSequenceClassification", "RobertaForSequenceClassification",
+                     "ElectraForSequenceClassification")
+"""Models whose head reads only the first token of the last hidden state (pooler / ``features[:, 0, :]``)."""
+
+
+def unpad_model_(model: nn.Module, *, layout: str = DEFAULT_LAYOUT, first_token_only: bool | None = None
+                 ) -> nn.Module:
+    """Make ``model`` (a BERT/RoBERTa/ELECTRA ``*ForSequenceClassification``, or the base model itself) compute
+    its encoder unpadded, in place, and return it. Parameters, buffers and module names are untouched.
+
+    Args:
+        layout: the attention layout (:func:`varlen_attention`).
+        first_token_only: compute the last block only for each sequence's first token, the one the head reads
+            (its ``last_hidden_state`` is then ``(batch, 1, hidden)``). Default: on for the
+            :data:`FIRST_TOKEN_HEADS`, off otherwise.
+
+    Raises:
+        ValueError: the model is not supported (:func:`unsupported_reason`) or the layout is unknown.
+    """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown attention layout {layout!r}; choose from {', '.join(LAYOUTS)}")
     base = _base(model)
@@ -341,10 +394,9 @@ def unpad_model_(model: nn.Module, *, layout: str = DEFAULT_LAYOUT) -> nn.Module
         raise ValueError(f"cannot run {type(model).__name__} unpadded: {why}")
     base.__class__ = classes[hf_cls]
     _register_output_capture(base)
-    if layout != DEFAULT_LAYOUT:
-        base._unpadded_layout = layout
-    elif "_unpadded_layout" in base.__dict__:
-        del base._unpadded_layout
+    base._unpadded_layout = layout
+    base._unpadded_first_token_only = (type(model).__name__ in FIRST_TOKEN_HEADS if first_token_only is None
+                                       else bool(first_token_only))
     return model
 
 
@@ -364,6 +416,7 @@ def repad_model_(model: nn.Module) -> nn.Module:
         base = _base(model)
         base.__class__ = _hf_class(type(base))
         base.__dict__.pop("_unpadded_layout", None)
+        base.__dict__.pop("_unpadded_first_token_only", None)
     return model
 
 
