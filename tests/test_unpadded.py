@@ -409,3 +409,20 @@ seeds: 2
         assert c["sd_hf"] == 0 and code == 1
     else:
         assert c["p"] == pytest.approx(1.0) and c["no_difference"] and code == 0
+
+
+@pytest.mark.parametrize("model_type", FAMILIES)
+def test_last_hidden_state_all_tokens_or_first_token_only(make_tiny, model_type):
+    """first_token_only=False: every real token's last hidden state as Hugging Face's (pads are zeros);
+    the default for a classification model: only the first token's, (batch, 1, hidden)."""
+    hf = make_tiny(model_type, **no_dropout(model_type)).eval()
+    batch = {k: v for k, v in padded_batch(model_type, [6, 2, 9]).items() if k != "labels"}
+    base_hf = hf.base_model
+    want = base_hf(**batch).last_hidden_state
+    full = unpad_model_(copy.deepcopy(hf), first_token_only=False).base_model(**batch).last_hidden_state
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(full[real], want[real], atol=ATOL, rtol=1e-5)
+    assert torch.equal(full[~real], torch.zeros_like(full[~real]))
+    first = unpad_model_(copy.deepcopy(hf)).base_model(**batch).last_hidden_state
+    assert first.shape == (3, 1, hf.config.hidden_size)
+    torch.testing.assert_close(first, want[:, :1], atol=ATOL, rtol=1e-5)
