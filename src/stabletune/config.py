@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -25,6 +26,9 @@ SPLITS = ("paper-small", "paper-1k", "dev-as-test")
 OPTIMIZERS = ("adamw", "bertadam")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ATTENTION = ("sdpa", "eager")
+SEED_LIMIT = 2**32
+"""Seeds are numpy/torch seeds: ``0 <= seed < SEED_LIMIT`` (``np.random.seed``'s range), in run configs and study
+files alike."""
 
 
 @dataclass
@@ -112,6 +116,7 @@ class RunConfig:
 
     # --- seeds (Appendix B) ---------------------------------------------------------------------
     seed: int = 0
+    """Run seed (init and data seeds default to it); every seed is in [0, 2**32), numpy's and torch's range."""
     init_seed: int | None = None
     """Classifier head and re-initialised weights; default: seed."""
     data_seed: int | None = None
@@ -127,6 +132,12 @@ class RunConfig:
     overwrite: bool = False
     save_model: bool = False
     progress: bool = True
+
+    # --- logging (not part of a run's identity: excluded from study run ids) --------------------------
+    report_to: Literal["none", "tensorboard"] = "none"
+    """tensorboard: per-update loss, lr, grad norm and per-evaluation validation metrics as TensorBoard scalars."""
+    logging_dir: str | None = None
+    """TensorBoard folder of this run; default: OUT/tensorboard (a study: one folder per run next to its db)."""
 
     # ----------------------------------------------------------------------------------------------
     @property
@@ -145,6 +156,14 @@ class RunConfig:
         def bad(name: str, msg: str) -> None:
             raise ConfigError(f"invalid option --{name.replace('_', '-')}: {msg}")
 
+        for name in FIELDS:  # inf/nan pass every comparison below (nan <= 0 is False)
+            value = getattr(self, name)
+            if isinstance(value, float) and not math.isfinite(value):
+                bad(name, f"must be a finite number, got {value}")
+        for name in ("seed", "init_seed", "data_seed", "split_seed"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < SEED_LIMIT:
+                bad(name, f"seeds are numpy/torch seeds in [0, 2**32), got {value}")
         for name in ("lr", "batch_size", "eval_batch_size", "num_evals", "max_seq_length"):
             if getattr(self, name) <= 0:
                 bad(name, f"must be > 0, got {getattr(self, name)}")
@@ -239,11 +258,17 @@ def coerce(name: str, value: Any, *, source: str = "option") -> Any:
         if tp is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError("expected an integer")
-            return int(value)
+            try:  # int("abc") says "invalid literal for int() with base 10": say what is expected instead
+                return int(value)
+            except (TypeError, ValueError, OverflowError):
+                raise ValueError("expected an integer") from None
         if tp is float:
             if isinstance(value, bool):
                 raise ValueError("expected a number")
-            return float(value)
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                raise ValueError("expected a number") from None
         if get_origin(tp) is list:
             if isinstance(value, str):
                 return [v.strip() for v in value.split(",") if v.strip()]
@@ -266,6 +291,10 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {p}")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read config file ({e.strerror})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""

@@ -195,3 +195,42 @@ def load_model(name: str, *, num_labels: int, dropout: float | None, attn_implem
         raise ConfigError(f"invalid option --encoder-impl: {encoder!r}, choose from auto, hf, unpadded")
     return LoadedModel(model=model, tokenizer=tokenizer, source=source, new_param_names=new_names,
                        encoder=encoder)
+
+
+# Model types whose position ids start after the padding id (RoBERTa's scheme): ``max_position_embeddings``
+# counts pad_token_id + 1 positions that no token can use (roberta-base: 514 -> 512 tokens).
+_PADDING_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text",
+                             "longformer", "mpnet", "ibert", "roberta-prelayernorm")
+
+
+@dataclass
+class InputLimits:
+    """What a model's checkpoint allows as input, read from its config and tokenizer (no weights loaded)."""
+
+    max_length: int | None
+    """Most tokens one sequence may have (absolute position embeddings); None: no such limit (relative positions)."""
+    special_tokens: dict[bool, int]
+    """Special tokens the tokenizer adds to one text (False) and to a text pair (True)."""
+
+
+def input_limits(name: str, *, init_from: str | None = None) -> InputLimits:
+    """Read the input limits of the model :func:`load_model` would load (the same source), without its weights.
+
+    Raises:
+        UserError: the model (or ``init_from``) cannot be found or read, worded as :func:`load_model` words it.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    source = resolve_model(init_from) if init_from else resolve_model(name)
+    try:
+        config = AutoConfig.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise _hub_error(source, e) from None
+    max_length = getattr(config, "max_position_embeddings", None)
+    if getattr(config, "position_biased_input", True) is False:  # DeBERTa: relative positions only
+        max_length = None
+    if max_length is not None and config.model_type in _PADDING_OFFSET_POSITIONS:
+        max_length -= (getattr(config, "pad_token_id", None) or 0) + 1
+    return InputLimits(max_length=max_length,
+                       special_tokens={pair: tokenizer.num_special_tokens_to_add(pair=pair) for pair in (False, True)})

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from stabletune.data.batching import Encoded, collate, encode, epoch_batches, steps_per_epoch
 from stabletune.config import RunConfig
 from stabletune.errors import ConfigError
+from stabletune.integrations.tensorboard import with_logger
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,8 @@ def _run(cfg: RunConfig, out_dir: str | None, callback: Callback | None, device:
     t_start = time.perf_counter()
     out_dir = out_dir if out_dir is not None else cfg.out
     folder = RunFolder(out_dir, overwrite=cfg.overwrite) if out_dir else None  # fail early if it exists
+    if cfg.report_to == "tensorboard" and cfg.logging_dir is None and folder is None:
+        raise ConfigError("invalid option --report-to: tensorboard needs --logging-dir or a run folder (--out)")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     precision = resolve_precision(cfg.precision, device)
@@ -254,7 +257,10 @@ def _run(cfg: RunConfig, out_dir: str | None, callback: Callback | None, device:
 
     if folder:
         folder.open()
+    tensorboard = None
     try:
+        tensorboard = _tensorboard(cfg, folder)
+        callback = with_logger(tensorboard, callback)
         # Data order and dropout come from the data seed: the order from its own generator; dropout (and mixout
         # masks) draw from torch's global generator, seeded here (train() runs inside fork_rng, so the caller's
         # global state is left untouched).
@@ -265,6 +271,8 @@ def _run(cfg: RunConfig, out_dir: str | None, callback: Callback | None, device:
             total=total, per_epoch=per_epoch, evals_at=evals_at, order_gen=order_gen, device=device,
             pad_id=pad_id, autocast=autocast, scaler=scaler, callback=callback, main_metric=main_metric,
             distance=(lambda: block_distances(prepared.blocks, reference)) if reference is not None else None)
+        if tensorboard is not None:
+            tensorboard.close()  # everything is logged: close before the folder moves into place
 
         # --- test: the last checkpoint as it stands, then the best one really restored -------------
         ev = dict(batch_size=cfg.eval_batch_size, device=device, pad_id=pad_id, autocast=autocast,
@@ -302,9 +310,21 @@ def _run(cfg: RunConfig, out_dir: str | None, callback: Callback | None, device:
             folder.commit()
         return result
     except BaseException:
+        if tensorboard is not None:
+            tensorboard.close()
         if folder:
             folder.discard()
         raise
+
+
+def _tensorboard(cfg: RunConfig, folder) -> Any:
+    """The run's TensorBoard logger (``--report-to tensorboard``), or None. Default folder: OUT/tensorboard,
+    written inside the staged run folder (it moves into place with the rest of the run)."""
+    if cfg.report_to != "tensorboard":
+        return None
+    from stabletune.integrations.tensorboard import TensorBoardLogger
+
+    return TensorBoardLogger(cfg.logging_dir if cfg.logging_dir is not None else folder.path / "tensorboard")
 
 
 def _train_loop(model, optimizer, scheduler, after_step, params, enc, spec, cfg, *, total, per_epoch, evals_at,
@@ -359,8 +379,8 @@ def _train_loop(model, optimizer, scheduler, after_step, params, enc, spec, cfg,
         train_log.append({"step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm})
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
-        stop = bool(callback({"event": "step", "step": step, "total": total, "loss": loss_value,
-                              "width": int(batch["input_ids"].shape[1])})) if callback else False
+        stop = bool(callback({"event": "step", "step": step, "total": total, "loss": loss_value, "lr": lr,
+                              "grad_norm": grad_norm, "width": int(batch["input_ids"].shape[1])})) if callback else False
 
         if step in evals_at:
             train_s += time.perf_counter() - t0
@@ -377,7 +397,8 @@ def _train_loop(model, optimizer, scheduler, after_step, params, enc, spec, cfg,
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             bar.set_postfix(loss=f"{loss_value:.4f}", val=f"{score:.4f}")
             eval_s += time.perf_counter() - t1
-            if callback and callback({"event": "eval", "step": step, "total": total, "score": score, "val": val}):
+            if callback and callback({"event": "eval", "step": step, "total": total, "score": score, "val": val,
+                                      "val_loss": val_loss, "param_distance": record.get("param_distance")}):
                 stop = True
             t0 = time.perf_counter()
         if stop:
