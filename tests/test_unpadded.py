@@ -114,7 +114,7 @@ def test_embedded_minilm_with_real_text_and_truncation(minilm):
     from stabletune.data import load_task_data
     from stabletune.data.batching import collate, encode
 
-    spec, rows, _ = load_task_data(task="rte", data_dir=str(glue_dir()))
+    _, rows, _ = load_task_data(task="rte", data_dir=str(glue_dir()))
     short = sorted(rows[:200], key=lambda e: len(e.text_a) + len(e.text_b))[:4]  # a few untruncated ones too
     enc = encode(minilm.tokenizer, short + rows[:6], max_length=24, is_regression=False)
     assert 0 < enc.num_truncated < len(enc) and len(set(enc.lengths.tolist())) > 3
@@ -287,7 +287,10 @@ def test_run_ids_follow_the_resolved_path(tmp_path):
 
     cfg = RunConfig(task="cola", split="paper-1k", lr=1e-4, seed=3)
     golden = "5ed879f43e7c90e2"  # tests/test_study_spec.py: the id of this run before encoder_impl existed
-    rid = lambda c: run_id_for("adam", "cola", "final", c)  # noqa: E731
+
+    def rid(c):
+        return run_id_for("adam", "cola", "final", c)
+
     assert rid(dataclasses.replace(cfg, encoder_impl="hf")) == golden
     assert rid(cfg) == rid(dataclasses.replace(cfg, encoder_impl="unpadded")) != golden
     AutoConfig.for_model("xlnet", d_model=32, n_layer=1, n_head=2).save_pretrained(tmp_path / "xlnet")
@@ -426,3 +429,15 @@ def test_last_hidden_state_all_tokens_or_first_token_only(make_tiny, model_type)
     first = unpad_model_(copy.deepcopy(hf)).base_model(**batch).last_hidden_state
     assert first.shape == (3, 1, hf.config.hidden_size)
     torch.testing.assert_close(first, want[:, :1], atol=ATOL, rtol=1e-5)
+
+
+def test_bf16_autocast_runs_and_stays_close(make_tiny):
+    """--precision bf16 (autocast): Linear outputs in bf16, LayerNorms in fp32; the packed moves keep dtypes."""
+    hf = make_tiny("bert", **no_dropout("bert")).train()
+    un = unpad_model_(copy.deepcopy(hf))
+    batch = padded_batch("bert", [7, 2, 5])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a, b = hf(**batch), un(**batch)
+    b.loss.backward()
+    torch.testing.assert_close(b.logits.float(), a.logits.float(), atol=5e-2, rtol=5e-2)
+    assert all(torch.isfinite(p.grad).all() for p in un.parameters() if p.grad is not None)

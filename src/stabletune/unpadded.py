@@ -231,8 +231,8 @@ def first_token_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pk:
     if grp is None:
         grp = cache["padded"] = _group(pk, "padded")
     (_, width, mask), = grp.groups
-    buf = torch.cat([k, v], dim=1).new_zeros(grp.num_slots, 2 * hidden).index_copy(0, grp.slots,
-                                                                                   torch.cat([k, v], dim=1))
+    kv = torch.cat([k, v], dim=1)
+    buf = kv.new_zeros(grp.num_slots, 2 * hidden).index_copy(0, grp.slots, kv)
     kb, vb = (x.transpose(1, 2) for x in buf.view(batch, width, 2, num_heads, head).unbind(2))
     qb = q.view(batch, 1, num_heads, head).transpose(1, 2)
     o = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, dropout_p=dropout_p, scale=scale)
