@@ -22,7 +22,7 @@ import yaml
 from stabletune.errors import ConfigError
 
 DATA_DIR_ENV = "STABLETUNE_DATA_DIR"
-SPLITS = ("paper-small", "paper-1k", "dev-as-test")
+SPLITS = ("paper-small", "paper-1k", "dev-as-test", "files")
 OPTIMIZERS = ("adamw", "bertadam")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ATTENTION = ("sdpa", "eager")
@@ -44,19 +44,23 @@ class RunConfig:
     """User dataset: CSV or JSONL training file."""
     dev_file: str | None = None
     """User dataset: CSV or JSONL development file (split into validation/test like GLUE dev)."""
+    test_file: str | None = None
+    """User dataset with --split files: CSV or JSONL test file (validation: --dev-file, or a tenth of train)."""
     text_columns: list[str] = field(default_factory=list)
     """User dataset: one or two text columns."""
     label_column: str = "label"
     """User dataset: the label column."""
     task_type: Literal["auto", "classification", "regression"] = "auto"
     """User dataset: classification or regression (auto: regression if every label is a non-integer number)."""
-    split: Literal["paper-small", "paper-1k", "dev-as-test"] = "paper-small"
-    """paper-small: dev halved into val/test; paper-1k: 1k train + 1k val from train, test = dev."""
+    split: Literal["paper-small", "paper-1k", "dev-as-test", "files"] = "paper-small"
+    """paper-small: dev halved into val/test; paper-1k: 1k+1k from train, test = dev; files: as given (docs/fit.md)."""
     split_seed: int = 0
     """Seed of the data split, separate from the run seeds so every seed of a study sees the same split."""
     train_size: int | None = None
     """Subsample the training split to N examples (class-balanced for classification)."""
     max_seq_length: int = 128
+    metric: str | None = None
+    """Selects checkpoints and candidates: acc, f1 (of label 2; f1:LABEL), f1_macro, mcc, pearson, spearman."""
 
     # --- model ----------------------------------------------------------------------------------
     model: str = "minilm-l6"
@@ -203,9 +207,21 @@ class RunConfig:
             bad("text_columns", f"one or two columns, got {len(self.text_columns)}")
         if self.train_file is None and self.task is None:
             bad("task", "give --task (a GLUE task) or --train-file/--dev-file (your own data)")
-        if (self.train_file is None) != (self.dev_file is None):
+        if self.split == "files":  # your files as given: the dev file is optional (validation carved from train)
+            if self.train_file is None:
+                bad("split", "'files' uses your own files: give --train-file (and --dev-file, --test-file)")
+        elif (self.train_file is None) != (self.dev_file is None):
             bad("train_file" if self.train_file is None else "dev_file",
                 "user datasets need both --train-file and --dev-file")
+        if self.test_file is not None and self.split != "files":
+            bad("test_file", f"needs --split files (split '{self.split}' takes its test set from the dev file)")
+        if self.metric is not None:
+            from stabletune.tasks import parse_metric
+
+            try:
+                parse_metric(self.metric)
+            except ValueError as e:
+                bad("metric", str(e))
         if self.train_file is not None and not self.text_columns:
             bad("text_columns", "user datasets need --text-columns (one or two column names)")
         return self

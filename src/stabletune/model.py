@@ -120,7 +120,8 @@ def run_encoder(cfg) -> str:
 
 
 def load_model(name: str, *, num_labels: int, dropout: float | None, attn_implementation: str,
-               init_generator: torch.Generator, init_from: str | None = None, encoder: str = "hf") -> LoadedModel:
+               init_generator: torch.Generator, init_from: str | None = None,
+               labels: tuple[str, ...] | None = None, encoder: str = "hf") -> LoadedModel:
     """Load tokenizer + AutoModelForSequenceClassification and draw every new parameter from ``init_generator``.
 
     Args:
@@ -131,6 +132,8 @@ def load_model(name: str, *, num_labels: int, dropout: float | None, attn_implem
         init_generator: the only source of randomness for new weights (Appendix B's "weight initialisation" seed).
         init_from: a run folder or model directory to take the encoder (and, if the label count matches, the head)
             from instead of ``name``'s weights (intermediate-task transfer). Optimizer state is never restored.
+        labels: the task's label names in class order: the config's ``id2label``/``label2id``, so a saved model
+            names its classes (None: regression, or Hugging Face's LABEL_0, LABEL_1, ...).
         encoder: "hf" or "unpadded" (resolved by :func:`encoder_path`): unpadded swaps the base model's forward
             for :func:`stabletune.unpadded.unpadded_forward`; modules and parameters stay the same.
     """
@@ -151,6 +154,11 @@ def load_model(name: str, *, num_labels: int, dropout: float | None, attn_implem
     config.problem_type = None
     config.num_labels = num_labels
     config.problem_type = "regression" if num_labels == 1 else "single_label_classification"
+    if labels is not None:
+        if len(labels) != num_labels:
+            raise ValueError(f"{len(labels)} label names for {num_labels} outputs")
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {label: i for i, label in enumerate(labels)}
     if dropout is not None:
         for attr in _DROPOUT_ATTRS:
             if isinstance(getattr(config, attr, None), float):

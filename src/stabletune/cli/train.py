@@ -138,8 +138,35 @@ def run(args: argparse.Namespace) -> int:
                    "examples_per_s": round(result.timings["examples_per_s"], 1)}
         if args.ensemble > 1:
             summary["ensemble"] = result.techniques.get("ensemble", {}).get("mode")
+        note = baseline_note(result)
+        if note:
+            summary["at_or_below_majority_baseline"] = True
         print(json.dumps(summary, default=str))
+        if note:
+            sys.stderr.write(note)
         if result.status == "diverged":
             sys.stderr.write(f"stabletune: run {result.out_dir or ''} diverged: {result.error}\n")
             code = 1
     return code
+
+
+def baseline_note(result) -> str | None:
+    """A warning when the run's best checkpoint scores at or below the majority baseline (always predicting the
+    most frequent class; 0 for correlations and MCC) on test (or validation without a test set): the run learned
+    nothing useful, and `stabletune fit` tunes what usually fixes it."""
+    import math
+
+    metric = result.task.get("metric")
+    baselines = (result.data or {}).get("majority_baseline") or {}
+    split, key = ("test", "test") if result.best.get("test") else ("val", "validation")
+    value = (result.best.get(split) or {}).get(metric)
+    baseline = baselines.get(key)
+    if baseline is None or result.status != "finished":
+        return None
+    if value is not None and math.isfinite(value) and value > baseline + 1e-12:
+        return None
+    shown = "undefined" if value is None or not math.isfinite(value) else f"{value:.4f}"
+    return (f"stabletune: note: run {result.out_dir or ''} ends at or below the majority baseline: {key} {metric} "
+            f"{shown} vs {baseline:.4f} for always predicting the most frequent class. This recipe (the paper's "
+            f"BERT-Large settings by default) did not learn the task; `stabletune fit` searches the learning rate, "
+            f"re-initialisation and length on validation over several seeds (same data options; docs/fit.md).\n")

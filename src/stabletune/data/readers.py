@@ -394,6 +394,42 @@ def _load_user_data(name: str, train_file: str, dev_file: str | None, text_colum
     return spec, examples(train_path, train_rows), examples(dev_path, dev_rows)
 
 
+def read_user_examples(path: str | os.PathLike, spec: TaskSpec, *, text_columns: list[str],
+                       label_column: str) -> list[Example]:
+    """Examples of one more user file (a test file) labelled like the training file that made ``spec``.
+
+    Raises:
+        DataError: the file is missing, empty or malformed, lacks a column, or a label is not one of
+            ``spec.labels`` (regression: not a number); the message names the file and line.
+    """
+    path = Path(path)
+    if spec.is_regression:
+        convert, problem = _as_float, "is not a number (task type regression)"
+    else:
+        convert = {label: i for i, label in enumerate(spec.labels)}.get
+        problem = f"is not one of the training labels ({', '.join(spec.labels)})"
+    out = []
+    for where, text_a, text_b, raw in _read_user_file(path, text_columns, label_column):
+        label = convert(raw)
+        if label is None:
+            raise DataError(f"{path}, {where}: label {raw!r} {problem}")
+        out.append(Example(text_a, text_b, label))
+    return out
+
+
+def read_records(path: str | os.PathLike, columns: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """Every record of a CSV/TSV/JSONL/JSON file as ``(location, record)``, checking that ``columns`` exist.
+
+    Raises:
+        DataError: missing or malformed file, a missing column, or no data rows.
+    """
+    path = Path(path)
+    records = list(_user_records(path, columns))
+    if not records:
+        raise DataError(f"{path}: empty file (no data rows)")
+    return records
+
+
 # ------------------------------------------------------------------------------------------------
 # Public entry point
 # ------------------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ random state is read or changed):
   training set, class-balanced; the original dev set is the test set.
 - ``"dev-as-test"``: the full dev set is the test set; 10 % of the training set (stratified) is held out as
   validation, so model selection never sees test data.
+- ``"files"`` (user datasets as given, ``stabletune fit``): the dev file is the validation set (without one,
+  10 % of the training file, stratified, as in ``dev-as-test``); the test file, if any, is the test set.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ class Splits:
         validation: Examples for model selection (evaluated during training).
         test: Held-out examples, scored once at the end.
         indices: JSON-able record of the draw: for each of ``"train"``, ``"validation"`` and ``"test"``,
-            ``{"source": "train" | "dev", "indices": [int, ...]}``, indices into the list that
-            :func:`load_task_data` returned for that source.
+            ``{"source": "train" | "dev" | "test", "indices": [int, ...]}``, indices into the list that
+            :func:`load_task_data` returned for that source (``"test"``: the ``test`` list of ``"files"``).
     """
 
     task: TaskSpec
@@ -58,7 +60,7 @@ class Splits:
 # Splits (Section 3, Table 3, Appendix A)
 # ------------------------------------------------------------------------------------------------
 def make_splits(spec: TaskSpec, train: list[Example], dev: list[Example], *, split: str, seed: int,
-                train_size: int | None = None) -> Splits:
+                train_size: int | None = None, test: list[Example] | None = None) -> Splits:
     """Draw the training, validation and test sets of one run (Zhang et al., 2021, Section 3 / Table 3).
 
     All randomness comes from ``numpy.random.default_rng(seed)``: the same seed gives the same indices on
@@ -87,6 +89,7 @@ def make_splits(spec: TaskSpec, train: list[Example], dev: list[Example], *, spl
         split: ``"paper-small"``, ``"paper-1k"`` or ``"dev-as-test"``.
         seed: Seed of the draw (``RunConfig.split_seed``).
         train_size: Optional size of the training split.
+        test: The test examples of ``"files"`` (a user's test file); None or empty: no test set.
 
     Returns:
         The :class:`Splits`, with ``indices`` recording every draw.
@@ -125,16 +128,24 @@ def make_splits(spec: TaskSpec, train: list[Example], dev: list[Example], *, spl
                  "test": ("dev", np.arange(len(dev)))}
     elif split == "dev-as-test":
         _require_dev(spec, dev, split, "as the test set")
-        if len(train) < 2:
-            raise DataError(f"task {spec.name}: split 'dev-as-test' holds out part of the training set, "
-                            f"which has {len(train)} example")
-        strata, available = _strata(spec, train)
-        n_validation = max(1, round(DEV_AS_TEST_VALIDATION * len(train)))
-        validation_idx, train_idx = _draw(strata, [_allocate_proportional(available, n_validation)], rng)
+        validation_idx, train_idx = _hold_out(spec, train, rng, f"split '{split}'")
         parts = {"train": ("train", train_idx), "validation": ("train", validation_idx),
                  "test": ("dev", np.arange(len(dev)))}
+    elif split == "files":
+        if spec.glue_dir is not None:
+            raise ConfigError("invalid option --split: 'files' takes your own files (--train-file, --dev-file, "
+                              f"--test-file), not GLUE task {spec.name}")
+        if dev:
+            train_idx, validation_idx = np.arange(len(train)), np.arange(len(dev))
+        else:  # no dev file: hold out a stratified part of the training file, as dev-as-test does
+            validation_idx, train_idx = _hold_out(spec, train, rng, "split 'files' without a dev file")
+        parts = {"train": ("train", train_idx), "validation": ("dev" if dev else "train", validation_idx),
+                 "test": ("test", np.arange(len(test or [])))}
     else:
         raise ConfigError(f"invalid option --split: {split!r} (choose {', '.join(SPLITS)})")
+    if test and split != "files":
+        raise ConfigError(f"invalid option --test-file: split '{split}' takes its test set from the dev file; "
+                          "use --split files")
 
     if train_size is not None:
         source, train_idx = parts["train"]
@@ -146,10 +157,21 @@ def make_splits(spec: TaskSpec, train: list[Example], dev: list[Example], *, spl
         (kept, _) = _draw(strata, [allocate(available, train_size)], rng)
         parts["train"] = (source, train_idx[kept])
 
-    sources = {"train": train, "dev": dev}
+    sources = {"train": train, "dev": dev, "test": test or []}
     chosen = {name: [sources[source][i] for i in idx] for name, (source, idx) in parts.items()}
     indices = {name: {"source": source, "indices": [int(i) for i in idx]} for name, (source, idx) in parts.items()}
     return Splits(spec, chosen["train"], chosen["validation"], chosen["test"], indices)
+
+
+def _hold_out(spec: TaskSpec, train: list[Example], rng: np.random.Generator, what: str
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(validation, rest): :data:`DEV_AS_TEST_VALIDATION` of ``train``, stratified."""
+    if len(train) < 2:
+        raise DataError(f"task {spec.name}: {what} holds out part of the training set, which has "
+                        f"{len(train)} example")
+    strata, available = _strata(spec, train)
+    n_validation = max(1, round(DEV_AS_TEST_VALIDATION * len(train)))
+    return tuple(_draw(strata, [_allocate_proportional(available, n_validation)], rng))
 
 
 def _require_dev(spec: TaskSpec, dev: list[Example], split: str, role: str) -> None:
