@@ -25,11 +25,11 @@ What we took from where (docs/performance.md has the long version):
   passes are a scatter-add / gather of rows (not the generic advanced-indexing backward).
 * NVIDIA's BERT (packed sequences, ``cu_seqlens`` for its fused multi-head attention) and flash-attention's
   ``varlen`` kernels: attention needs only the sequence boundaries. No such kernel exists for CPU in torch
-  2.13, so attention runs through PyTorch's ``scaled_dot_product_attention`` on padded copies of Q/K/V: by
-  default (``layout="sorted"``) the batch's sequences sorted by length and cut into groups of about 8, each
-  group padded to its own longest (a few SDPA calls, little padding). The alternatives -- one group padded to the
-  longest (``padded``), one group per distinct length (``buckets``), ``torch.nested`` jagged tensors
-  (``nested``), one block-diagonal mask (``block-diagonal``) -- were measured on this CPU by
+  2.13, so attention runs through PyTorch's ``scaled_dot_product_attention`` per group of sequences: by default
+  (``layout="buckets"``) one SDPA call per distinct length in the batch (no padding, no mask). The alternatives
+  -- sequences sorted by length in groups of about 8, each padded to its own longest (``sorted``), one group
+  padded to the longest (``padded``), ``torch.nested`` jagged tensors (``nested``), one block-diagonal mask
+  (``block-diagonal``) -- were measured on this CPU by
   ``benchmarks/bench_unpadded_attention.py`` (docs/performance.md; what lost is in docs/LOG.md).
 * MosaicBERT's ``subset_mask`` (its MLM head computes the last layer only for the masked tokens): a
   sequence-classification head reads only the first token, so the last block computes its queries, attention
@@ -60,8 +60,9 @@ LAYOUTS = ("padded", "buckets", "sorted", "nested", "block-diagonal")
 SORTED_GROUP = 8
 """Sequences per group of the ``sorted`` layout."""
 
-DEFAULT_LAYOUT = "sorted"
-"""Fastest on this project's CPU (docs/performance.md, benchmarks/bench_unpadded_attention.py)."""
+DEFAULT_LAYOUT = "buckets"
+"""Fastest on this project's CPU, 2-4 % ahead of ``sorted`` (docs/performance.md,
+benchmarks/bench_unpadded_attention.py); ``sorted`` makes fewer calls, which may matter where launches cost."""
 
 
 def unsupported_reason(config) -> str | None:
