@@ -582,6 +582,7 @@ def run(args) -> dict:
             row = {"task": t, "method": m, "examples_per_s": med[m],
                    "examples_per_s_all": [x["examples_per_s"] for x in xs],
                    "s_per_step": statistics.median(x["s_per_step"] for x in xs),
+                   "real_tokens_per_s": statistics.median(x["real_tokens"] / x["seconds"] for x in xs),
                    "mean_width": float(np.mean([x["mean_width"] for x in xs])),
                    "pad_fraction": 1 - sum(x["real_tokens"] for x in xs) / sum(x["padded_tokens"] for x in xs),
                    "flop_per_s": statistics.median(x["flop_per_s"] for x in xs),
@@ -596,6 +597,12 @@ def run(args) -> dict:
                 if other in med and m != other:
                     row[f"vs_{other}"] = med[m] / med[other]
             rows.append(row)
+        # real tokens/s: a grouped batch is all-short or all-long, so over a few updates its examples/s depends on
+        # which batches were drawn; per real token the methods compare on the same footing
+        tok = {r["method"]: r["real_tokens_per_s"] for r in rows if r["task"] == t}
+        for r in rows:
+            if r["task"] == t and "stabletune-grouped" in tok and r["method"] != "stabletune-grouped":
+                r["tokens_vs_stabletune-grouped"] = r["real_tokens_per_s"] / tok["stabletune-grouped"]
     fixed_rows = []
     if fixed:
         for T in args.fixed_lengths:
@@ -638,17 +645,21 @@ def fmt_table(res: dict) -> str:
            f"{res['gemm_peak_flop_per_s'] / G:.1f} GFLOP/s ({res['settings']['gemm_n']}^2 GEMM, best of "
            f"{len(res['gemm_flop_per_s_all'])} samples)", ""]
     hdr = (f"{'task':6} {'method':20} {'encoder':8} {'ex/s':>7} {'s/step':>7} {'width':>6} {'pad%':>5} "
-           f"{'vs off':>7} {'vs HF':>6} {'vs grp':>6} {'GFLOP/s':>8} {'%peak':>6} {'useful%':>7} {'RSS MB':>7}")
+           f"{'vs off':>7} {'vs HF':>6} {'vs grp':>6} {'tok/s':>6} {'grp tok':>7} {'GFLOP/s':>8} {'%peak':>6} "
+           f"{'useful%':>7} {'RSS MB':>7}")
     out += [hdr, "-" * len(hdr)]
     for r in res["rows"]:
         out.append(f"{r['task']:6} {r['method']:20} {r['encoder']:8} {r['examples_per_s']:7.1f} "
                    f"{r['s_per_step']:7.3f} {r['mean_width']:6.1f} {100 * r['pad_fraction']:5.1f} "
                    f"{_fmt_ratio(r.get('vs_official')):>7} {_fmt_ratio(r.get('vs_trainer')):>6} "
-                   f"{_fmt_ratio(r.get('vs_stabletune-grouped')):>6} "
+                   f"{_fmt_ratio(r.get('vs_stabletune-grouped')):>6} {r['real_tokens_per_s']:6.0f} "
+                   f"{_fmt_ratio(r.get('tokens_vs_stabletune-grouped')):>7} "
                    f"{r['flop_per_s'] / G:8.1f} {100 * r['fraction_of_peak']:6.1f} "
                    f"{100 * r['useful_fraction_of_peak']:7.1f} {(r['peak_rss_mb'] or 0):7.0f}")
     out.append("pad% is the padding in the batches; the unpadded encoder computes on the real tokens only; "
-               "vs grp = examples/s relative to stabletune-grouped")
+               "vs grp = examples/s relative to stabletune-grouped; tok/s = real tokens per second, grp tok = "
+               "that relative to stabletune-grouped (grouped batches are all-short or all-long: over few updates "
+               "their examples/s depends on which were drawn)")
     if res["fixed_length"]:
         out += ["", "one stabletune update at fixed length (batch 32, synthetic tokens): fraction of matmul peak",
                 f"{'tokens':>6} {'s/step':>7} {'fwd+bwd s':>9} {'%peak step':>10} {'%peak fwd+bwd':>13}"]

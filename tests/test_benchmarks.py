@@ -59,6 +59,8 @@ def test_bench_train_quick(tiny_model, capsys):
     assert rows["stabletune"]["fraction_of_peak"] == rows["stabletune"]["useful_fraction_of_peak"]
     assert rows["stabletune"]["vs_stabletune-grouped"] == pytest.approx(
         rows["stabletune"]["examples_per_s"] / rows["stabletune-grouped"]["examples_per_s"])
+    assert rows["stabletune"]["tokens_vs_stabletune-grouped"] == pytest.approx(
+        rows["stabletune"]["real_tokens_per_s"] / rows["stabletune-grouped"]["real_tokens_per_s"])
     for r in rows.values():
         assert r["examples_per_s"] > 0 and math.isfinite(r["fraction_of_peak"]) and r["peak_rss_mb"] > 0
     assert rows["stabletune"]["vs_official"] == pytest.approx(
