@@ -249,7 +249,7 @@ def train(cfg: RunConfig, out_dir: str | None = None, *, callback: Callback | No
 
 def _run(cfg: RunConfig, out_dir: str | None, callback: Callback | None, device: torch.device) -> RunResult:
     from stabletune.metrics import main_metric
-    from stabletune.model import load_model
+    from stabletune.model import load_model, run_encoder
     from stabletune.techniques.param_distance import block_distances, snapshot_blocks
     from stabletune.runlog import RunFolder
     from stabletune.techniques import prepare
@@ -272,7 +272,7 @@ def _run(cfg: RunConfig, out_dir: str | None, callback: Callback | None, device:
     init_gen = torch.Generator().manual_seed(init_seed)
     loaded = load_model(cfg.model, num_labels=spec.num_labels, dropout=cfg.dropout,
                         attn_implementation=cfg.attn_implementation, init_generator=init_gen,
-                        init_from=cfg.init_from, labels=spec.labels)
+                        init_from=cfg.init_from, labels=spec.labels, encoder=run_encoder(cfg))
     tokenizer = loaded.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     enc = encode_splits(tokenizer, splits, max_length=cfg.max_seq_length, is_regression=spec.is_regression)
@@ -343,7 +343,7 @@ def _run(cfg: RunConfig, out_dir: str | None, callback: Callback | None, device:
                      "tokens_per_s": loop["tokens"] / max(loop["train_s"], 1e-9),
                      "peak_memory_mb": peak_memory_mb(device)},
             environment={"device": str(device), "precision": precision, "threads": torch.get_num_threads(),
-                         "model_source": loaded.source, "versions": library_versions()},
+                         "model_source": loaded.source, "encoder": loaded.encoder, "versions": library_versions()},
             out_dir=str(folder.final) if folder else None)
         if folder:
             _write_folder(folder, result, splits.indices, model if cfg.save_model else None, tokenizer)
