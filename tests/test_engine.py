@@ -64,7 +64,7 @@ def test_one_event_type_from_every_path(tiny_model, mode):
     if mode == "single":
         results = [train(cfg_for(tiny_model, track_param_distance=True), callback=events.append)]
     else:
-        extra = {"mixout": 0.3} if mode == "sequential" else {}
+        extra = {"mixout": 0.3} if mode == "sequential" else {"encoder_impl": "hf"}  # vectorised: HF forward
         results = train_ensemble([cfg_for(tiny_model, seed=s, track_param_distance=True, **extra) for s in (0, 1)],
                                  [None, None],
                                  callback=events.append)
@@ -76,7 +76,9 @@ def test_callback_stop_kills_every_member_of_a_vectorised_ensemble(tiny_model):
     def stop(e):
         return e.kind == "eval" and e.member == 1  # member 1's first evaluation stops the run
 
-    results = train_ensemble([cfg_for(tiny_model, seed=s) for s in (0, 1, 2)], [None] * 3, callback=stop)
+    results = train_ensemble([cfg_for(tiny_model, seed=s, encoder_impl="hf") for s in (0, 1, 2)], [None] * 3,
+                             callback=stop)
+    assert {r.techniques["ensemble"]["mode"] for r in results} == {"vectorised"}
     assert [r.status for r in results] == ["killed"] * 3
     assert [r.last["step"] for r in results] == [2, 2, 2]
     assert [len(r.evals) for r in results] == [1, 1, 1]  # member 2 was still evaluated at that step

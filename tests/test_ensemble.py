@@ -15,7 +15,8 @@ from tinymodel import tiny_run_config
 
 
 def cfg_for(model_dir, **kw):
-    return tiny_run_config(model_dir, **{"dropout": 0.0, **kw})
+    # vectorised ensembles run the Hugging Face forward
+    return tiny_run_config(model_dir, **{"dropout": 0.0, "encoder_impl": "hf", **kw})
 
 
 def assert_same_run(seq, ens, *, tol=1e-5):

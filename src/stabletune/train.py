@@ -81,6 +81,10 @@ def sequential_reason(cfg: RunConfig) -> str | None:
         return "mixout replaces nn.Linear layers by MixoutLinear modules that draw their own masks"
     if cfg.precision == "fp16":
         return "fp16 loss scaling would skip a step for all members when one member overflows"
+    from stabletune.model import run_encoder
+
+    if run_encoder(cfg) == "unpadded":  # the run id says unpadded, and members cannot share one packed layout
+        return "the run uses the unpadded encoder (set encoder_impl: hf to train seeds as one vectorised model)"
     return None
 
 

@@ -97,7 +97,7 @@ def finish(run: Run, state: LoopState, step: Step) -> list[RunResult]:
             techniques={**m.prepared.record, "new_param_names": m.loaded.new_param_names, **step.techniques(k)},
             timings=timings,
             environment={"device": str(run.device), "precision": run.precision, "threads": torch.get_num_threads(),
-                         "model_source": m.loaded.source, "versions": library_versions()},
+                         "model_source": m.loaded.source, "encoder": m.loaded.encoder, "versions": library_versions()},
             out_dir=str(m.folder.final) if m.folder else None)
         if m.folder:
             write_folder(m.folder, result, run.splits.indices, m.model if m.cfg.save_model else None, run.tokenizer)

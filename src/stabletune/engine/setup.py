@@ -193,7 +193,7 @@ def setup(cfgs: list[RunConfig], out_dirs: list[str | None], device: torch.devic
     seed only), loads and prepares each member's model (its init seed), tokenises once, and plans the schedule
     and evaluations.
     """
-    from stabletune.model import load_model
+    from stabletune.model import load_model, run_encoder
     from stabletune.techniques import prepare
     from stabletune.techniques.param_distance import snapshot_blocks
 
@@ -215,7 +215,7 @@ def setup(cfgs: list[RunConfig], out_dirs: list[str | None], device: torch.devic
         init_gen = torch.Generator().manual_seed(c.resolved_init_seed)
         loaded = load_model(c.model, num_labels=spec.num_labels, dropout=c.dropout,
                             attn_implementation=c.attn_implementation, init_generator=init_gen,
-                            init_from=c.init_from, labels=spec.labels)
+                            init_from=c.init_from, labels=spec.labels, encoder=run_encoder(c))
         with option_errors(betas=("adam_beta1", "adam_beta2"), eps="adam_eps"):
             prepared = prepare(
                 loaded.model, init_generator=init_gen, reinit_layers=c.reinit_layers,

@@ -187,11 +187,22 @@ def run_id_for(method: str, task: str, phase: str, cfg: RunConfig) -> str:
 
     Options in :data:`HASH_EXCLUDE` (data location, threads, progress) are left out, and so are options added
     after :data:`HASHED_FIELDS_V1` while they keep their default.
+
+    The encoder path is hashed as it resolves, not as written (``encoder_impl`` itself is left out): a run on
+    the unpadded encoder carries ``"encoder": "unpadded"`` in its key, a run on the Hugging Face path carries
+    nothing. So runs stored before the unpadded encoder existed (all Hugging Face runs) keep their ids exactly
+    when they still resolve to the Hugging Face path (``encoder_impl: hf``, or a family without the unpadded
+    encoder), and a run that now computes unpadded gets a new id: one id never holds runs of both paths.
     """
+    from stabletune.model import run_encoder
+
     defaults = RunConfig()
-    conf = {k: v for k, v in cfg.to_dict().items() if k not in HASH_EXCLUDE
+    conf = {k: v for k, v in cfg.to_dict().items() if k not in HASH_EXCLUDE and k != "encoder_impl"
             and (k in HASHED_FIELDS_V1 or v != getattr(defaults, k))}
-    key = canonical_json({"method": method, "task": task, "phase": phase, "config": conf})
+    key_obj = {"method": method, "task": task, "phase": phase, "config": conf}
+    if run_encoder(cfg) == "unpadded":
+        key_obj["encoder"] = "unpadded"
+    key = canonical_json(key_obj)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
