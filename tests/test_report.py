@@ -255,8 +255,9 @@ def test_report_on_reference_csv(tmp_path, capsys):
     assert f"{100 * std_rte.mean():.2f} ± {100 * std_rte.std(ddof=1):.2f} (n=50)" in md
     assert f"{100 * std_rte.mean():6.2f} ± {100 * std_rte.std(ddof=1):.2f} (n=50)" in stdout
     sts = vals("not_debiased", "STS-B", "test_spearmanr")
-    assert f"{100 * sts.mean():.2f} ± {100 * sts.std(ddof=1):.2f} (n=50, {sts.isna().sum()} NaN)" in md
-    assert f"{sts.isna().sum()} NaN excluded" in stdout
+    zero = sts.fillna(0.0)  # the one NaN rule: a constant predictor counts as 0, and the count is reported
+    assert f"{100 * zero.mean():.2f} ± {100 * zero.std(ddof=1):.2f} (n=50, {sts.isna().sum()} NaN as 0)" in md
+    assert f"{sts.isna().sum()} NaN as 0" in stdout
     s = pd.read_csv(out / "tables" / "summary_last.csv")
     assert (s["n"] == s["n"]).all() and s.loc[(s.method == "not_debiased") & (s.task == "sts-b"), "n"].item() == 50
     # degenerate not_debiased RTE runs (<= majority 52.5 % + rounding) and constant STS-B predictors

@@ -494,7 +494,9 @@ def study_status(study: StudySpec | str | Path, *, db: str | Path | None = None,
 
     ``running`` rows whose driver is gone (killed) are reported as ``interrupted``; ``unplanned`` counts stored
     runs that the study file no longer plans (it was edited, or a stabletune upgrade changed the run ids): they are
-    kept, but they are not part of the study's results.
+    kept, but they are not part of the study's results. ``outdated`` says why, where an upgrade is the reason
+    (:func:`outdated_runs`): runs drawn with an older definition of their split, runs that grouped batches by
+    length under the old default.
     """
     from stabletune.study.backends import default_workers
 
@@ -509,11 +511,15 @@ def study_status(study: StudySpec | str | Path, *, db: str | Path | None = None,
     choices: list[str] = []
     blocked: list[tuple[str, str]] = []
     unplanned = 0
+    outdated: dict[str, Any] = {"split": {}, "grouped": 0}
     if db_path.exists():
         with Store.open(db_path, readonly=True) as store:
             plan = planner.plan(store)
             rows = {r["run_id"]: r for r in store.runs(plan.ids)}
-            unplanned = len(set(store.statuses()) - set(plan.ids))
+            unplanned_ids = set(store.statuses()) - set(plan.ids)
+            unplanned = len(unplanned_ids)
+            if unplanned_ids:
+                outdated = outdated_runs(store.runs(unplanned_ids), set(plan.ids))
             mean_s = store.mean_run_seconds()
             choices = [describe_choice(g, c) for g, c in plan.choices.items()]
             blocked = plan.blocked
@@ -533,4 +539,38 @@ def study_status(study: StudySpec | str | Path, *, db: str | Path | None = None,
     return {"name": spec.name, "db": str(db_path), "exists": db_path.exists(), "live": live, "total": total,
             "counts": counts, "groups": groups, "mean_run_s": mean_s,
             "eta_s": None if mean_s is None else mean_s * remaining / n, "workers": n,
-            "choices": choices, "blocked": blocked, "unplanned": unplanned}
+            "choices": choices, "blocked": blocked, "unplanned": unplanned, "outdated": outdated}
+
+
+def outdated_runs(rows: list[Any], planned: set[str]) -> dict[str, Any]:
+    """Which stored runs a stabletune upgrade made obsolete (they are kept, never reused).
+
+    Returns:
+        ``{"split": {"<split> v<old> (now v<new>)": n}, "grouped": n}``: runs whose id is the id of their config
+        under an older version of their split's definition (:data:`stabletune.data.splits.SPLIT_VERSIONS`), and
+        runs that grouped batches by length (the default until 2026-12-01) where the study now plans the same
+        run with random batches.
+    """
+    import dataclasses
+    import json
+
+    from stabletune.config import FIELDS, RunConfig
+    from stabletune.data.splits import SPLIT_VERSIONS
+    from stabletune.study.spec import run_id_for
+
+    split_counts: dict[str, int] = {}
+    grouped = 0
+    for row in rows:
+        try:
+            cfg = RunConfig(**{k: v for k, v in json.loads(row["config"]).items() if k in FIELDS})
+        except (TypeError, ValueError):
+            continue  # a config this stabletune cannot read: nothing to say about it
+        now = SPLIT_VERSIONS.get(cfg.split, 1)
+        for old in range(1, now):
+            if run_id_for(row["method"], row["task"], row["phase"], cfg, split_version=old) == row["run_id"]:
+                label = f"{cfg.split} v{old} (now v{now})"
+                split_counts[label] = split_counts.get(label, 0) + 1
+        if cfg.group_by_length and run_id_for(row["method"], row["task"], row["phase"],
+                                              dataclasses.replace(cfg, group_by_length=False)) in planned:
+            grouped += 1
+    return {"split": split_counts, "grouped": grouped}
