@@ -3,7 +3,7 @@
 # multi-GB CUDA build), then the package with its extras. Idempotent. Usage: bash scripts/setup.sh [extras]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-test,report,ray,bench}"
+extras="${1:-test,report,ray,bench,hf}"
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.13.0

@@ -78,7 +78,7 @@ def test_compute_metrics_keys_per_task():
     assert keys["sts-b"] == {"pearson", "spearman", "corr"}
     p3, y3 = _random_cls(6, 90, 3)
     assert set(compute_metrics(get_task("mnli"), p3, y3)) == {"acc"}
-    assert set(compute_metrics(USER_CLS, p3, y3)) == {"acc", "f1"}
+    assert set(compute_metrics(USER_CLS, p3, y3)) == {"acc", "f1_macro", "mcc"}  # 3 classes: no positive one
     assert set(compute_metrics(USER_REG, p3 * 1.0, y3 * 1.0)) == {"pearson", "spearman", "corr"}
 
 
@@ -89,7 +89,7 @@ def test_compute_metrics_values():
     assert mrpc["acc_and_f1"] == pytest.approx((skm.accuracy_score(y, p) + skm.f1_score(y, p)) / 2)
     assert compute_metrics(get_task("cola"), p, y)["mcc"] == pytest.approx(skm.matthews_corrcoef(y, p))
     p3, y3 = _random_cls(8, 90, 3)
-    assert compute_metrics(USER_CLS, p3, y3)["f1"] == pytest.approx(skm.f1_score(y3, p3, average="macro"))
+    assert compute_metrics(USER_CLS, p3, y3)["f1_macro"] == pytest.approx(skm.f1_score(y3, p3, average="macro"))
     rng = np.random.default_rng(9)
     ys = rng.uniform(0, 5, 40)
     ps = ys + rng.normal(0, 1, 40)
@@ -119,3 +119,25 @@ def test_majority_baseline():
     assert majority_baseline(get_task("sts-b"), [0.5, 1.5, 4.0]) == 0.0
     assert majority_baseline(get_task("mnli"), [2, 2, 0, 1, 2]) == pytest.approx(0.6)
     assert majority_baseline(get_task("qnli"), [0, 1]) == pytest.approx(0.5)  # tie -> lowest index
+
+
+def test_selected_metrics_match_sklearn():
+    """--metric on user data and on GLUE tasks: F1 of a named class, macro F1, MCC, Pearson (sklearn/scipy)."""
+    from stabletune.tasks import TaskSpec, with_metric
+
+    p, y = _random_cls(11, 70, 2)
+    user = TaskSpec("mine", ("no", "yes"), "acc")
+    out = compute_metrics(with_metric(user, "f1:no"), p, y)
+    assert out["f1"] == pytest.approx(skm.f1_score(y, p, pos_label=0))
+    out = compute_metrics(user, p, y)  # binary user data: F1 of the second label, macro F1 and MCC too
+    assert out["f1"] == pytest.approx(skm.f1_score(y, p, pos_label=1))
+    assert out["f1_macro"] == pytest.approx(skm.f1_score(y, p, average="macro"))
+    assert out["mcc"] == pytest.approx(skm.matthews_corrcoef(y, p))
+    rte = compute_metrics(with_metric(get_task("rte"), "f1_macro"), p, y)
+    assert rte["f1_macro"] == pytest.approx(skm.f1_score(y, p, average="macro"))
+    sst = compute_metrics(with_metric(get_task("sst-2"), "mcc"), p, y)
+    assert sst["mcc"] == pytest.approx(skm.matthews_corrcoef(y, p))
+    assert majority_baseline(with_metric(user, "mcc"), y) == 0.0
+    majority = int(np.argmax(np.bincount(y)))
+    assert majority_baseline(with_metric(user, "f1:no"), y) == pytest.approx(
+        skm.f1_score(y, np.full_like(y, majority), pos_label=0))

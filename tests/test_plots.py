@@ -70,11 +70,16 @@ def _metrics() -> pd.DataFrame:
 
 
 def test_boxplots_drop_nan_and_say_so(tmp_path):
-    fig = plots.plot_boxplots(_metrics())
+    m = _metrics()
+    fig = plots.plot_boxplots(m)
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     labels = [t.get_text() for t in fig.axes[1].get_xticklabels()]
     assert any("3 NaN" in lab for lab in labels)
     assert fig.axes[0].get_title().startswith("RTE")
+    assert fig.axes[0].get_ylabel() == "Test acc (%)"  # fractions drawn in %, like the tables
+    drawn = np.concatenate([ln.get_ydata() for ln in fig.axes[0].lines])  # whiskers, caps, medians, fliers
+    x = m[m.task == "rte"]["value"]
+    assert drawn.size and 100 * x.min() - 1e-9 <= drawn.min() and drawn.max() <= 100 * x.max() + 1e-9
     _png_ok(plots.save_figure(fig, tmp_path / "box.png"))
 
 
@@ -89,6 +94,12 @@ def test_curves_mean_and_range(tmp_path):
     band = ax.collections[0].get_paths()[0].vertices
     assert band[:, 1].max() == pytest.approx((1 / (1 + steps) + 0.2).max())
     _png_ok(plots.save_figure(fig, tmp_path / "loss.png"))
+    assert ax.get_ylabel() == "Training loss"  # a loss is not a score: never in %
+
+    scores = df.assign(loss=df["loss"] / 10)
+    fig = plots.plot_curves(scores, y="loss", ylabel="Validation acc", title="val", score=True)
+    np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(), 10 * (1 / (1 + steps) + 0.1))
+    assert fig.axes[0].get_ylabel() == "Validation acc (%)"
 
 
 def test_expected_performance_param_distance_sweep_and_seed_grid(tmp_path):
@@ -100,9 +111,13 @@ def test_expected_performance_param_distance_sweep_and_seed_grid(tmp_path):
     curves = pd.concat(curves)
     for which in ("test", "val"):
         fig = plots.plot_expected_performance(curves, which=which, title="t")
-        np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(),
-                                   curves[curves.method == "a"]["mean" if which == "test" else "val_mean"])
+        ax = fig.axes[0]
+        np.testing.assert_allclose(ax.get_lines()[0].get_ydata(),  # fractions drawn in %, like the tables
+                                   100 * curves[curves.method == "a"]["mean" if which == "test" else "val_mean"])
+        assert ax.get_ylabel().endswith("acc (%)")
         _png_ok(plots.save_figure(fig, tmp_path / f"exp_{which}.png"))
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks  # a number of trials is an integer
 
     pdist = pd.DataFrame([dict(method=m, task="rte", seed=s, step=st, block=b, distance=st * (i + 1) * (0.5 if m == "r" else 1))
                           for m in ("s", "r") for s in range(2) for st in (0, 10, 20)

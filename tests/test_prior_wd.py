@@ -127,3 +127,23 @@ def test_reference_follows_the_model_to_another_device_or_dtype():
     hook()
     assert model[0].weight.dtype == torch.float64
     torch.testing.assert_close(model[0].weight.detach(), before - 0.5 * (before - theta0["0.weight"].double()))
+
+
+def test_hook_follows_the_schedule_after_load_state_dict():
+    """Optimizer.load_state_dict (accelerate calls it when Trainer prepares the optimizer) replaces the group
+    dicts; a hook built on the optimizer must still read the scheduled lr, not the starting one."""
+    model = _tiny()
+    named = dict(model.named_parameters())
+    theta0 = snapshot(named)
+    opt = build_optimizer(build_param_groups(model, lr=0.1), name="adamw", lr=0.1)
+    hook = build_prior_wd(opt, named, theta0, strength=1.0)
+    opt.load_state_dict(opt.state_dict())
+    for g in opt.param_groups:
+        g["lr"] = 0.0  # what a schedule at its end sets
+    with torch.no_grad():
+        for p in named.values():
+            p.add_(1.0)
+    moved = {n: p.detach().clone() for n, p in named.items()}
+    hook()
+    for n, p in named.items():
+        torch.testing.assert_close(p.detach(), moved[n], rtol=0, atol=0)  # lr 0: no decay at all

@@ -168,7 +168,82 @@ def test_write_report_full_study(tmp_path):
     imgs = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([^"]+)"', html)
     assert len(imgs) == sum(k.startswith("figure:") for k in paths)
     assert all(base64.b64decode(b)[:8] == PNG_MAGIC for b in imgs)
-    assert '<table id="summary-best"' in html and '<table id="degenerate-best"' in html
+    assert '<table id="summary-best" class="results main"' in html and '<table id="degenerate-best"' in html
+
+
+def test_report_leads_with_a_sentence_generated_from_the_numbers(tmp_path):
+    frames = _synthetic_frames()
+    frames.meta["source"] = str(tmp_path / "db" / "synthetic.db")  # as a study store reports it: absolute
+    paths = write_report(frames, tmp_path / "out", n_boot=20)
+    md = paths["markdown"].read_text()
+    s = pd.read_csv(paths["table:summary_best"]).set_index("method")
+    name = s.index[s["tie_with_best"] == "best"].item()
+    best, base = s.loc[name], s.loc["standard_debiased"]
+    assert name == "standard-iters-400" and best["p"] < 0.05  # the synthetic data: 400 iterations clearly best
+    sentence = md.split("\n")[2]  # right under the title
+    assert sentence.startswith(f"- **RTE** (test acc, best checkpoint, 3–9 runs per method): **{name}** "
+                               "scores best, ")
+    assert f"{best['mean']:.2f}\u00a0±\u00a0{best['std']:.2f}\u00a0%" in sentence
+    assert f"{best['mean'] - base['mean']:+.2f} points over the baseline `standard_debiased`" in sentence
+    assert f"{base['mean']:.2f}\u00a0±\u00a0{base['std']:.2f}\u00a0%" in sentence
+    p_text = "p < 0.0001" if best["p"] < 1e-4 else f"p = {best['p']:.4f}"
+    assert f"one-tailed Student's t-test {p_text}, significant at α\u00a0=\u00a00.05" in sentence
+    assert sentence.endswith("No degenerate runs.")
+    # the finding and the main table come before the metadata and the study's YAML
+    assert md.index("- **RTE**") < md.index("| Method | RTE acc") < md.index("## Study") < md.index("name: synthetic")
+    # no absolute path of this machine anywhere
+    html = paths["html"].read_text()
+    assert str(tmp_path) not in md and str(tmp_path) not in html
+    assert "Results: `synthetic.db`." in md and "Results: <code>synthetic.db</code>." in html
+
+
+def test_summary_sentence_variants():
+    from stabletune.analysis.report import summary_sentences
+    from stabletune.analysis.stats import degenerate_runs, summary_table
+
+    rng = np.random.default_rng(3)
+    rows = [dict(method=meth, task="cola", seed=s, checkpoint="best", split="test", metric="mcc",
+                 value=0.0 if (meth == "bertadam" and s < 2) else rng.normal(mu, 0.01))
+            for meth, mu in (("adam", 0.30), ("bertadam", 0.20), ("reinit", 0.29)) for s in range(5)]
+    m = pd.DataFrame(rows)
+    s = summary_table(m, baseline="adam", checkpoint="best")
+    d = degenerate_runs(m, checkpoint="best")
+    ((task, text),) = summary_sentences(s, d, baseline="adam", checkpoint="best")
+    assert task == "cola" and "the baseline **adam** scores best" in text and "no method beats it" in text
+    assert "(next: `reinit`" in text and "Degenerate runs: `bertadam` 2 of 5; none for the other methods." in text
+    ((_, text),) = summary_sentences(summary_table(m[m.seed == 0], baseline="adam", checkpoint="best"),
+                                     degenerate_runs(m[m.seed == 0], checkpoint="best"), baseline="adam",
+                                     checkpoint="best")
+    assert "too few runs to compare methods" in text and "1 runs per method" in text
+
+
+def test_rerun_into_the_same_folder_leaves_no_stale_files_and_a_failure_keeps_the_old_report(tmp_path, monkeypatch):
+    frames = _synthetic_frames()
+    first = write_report(frames, tmp_path, n_boot=20)
+    assert first["figure:train_loss"].is_file()
+    lean = ResultsFrames(metrics=frames.metrics, meta=frames.meta)  # no curves: fewer figures
+    second = write_report(lean, tmp_path, n_boot=20)
+    figures = {p.name for p in (tmp_path / "figures").iterdir()}
+    assert figures == {p.name for k, p in second.items() if k.startswith("figure:")}
+    assert "train_loss.png" not in figures and not list(tmp_path.glob(".partial-*"))
+
+    before = (tmp_path / "report.md").read_bytes()
+    from stabletune.analysis import plots
+
+    calls = {"n": 0}
+    real = plots.save_figure
+
+    def flaky(fig, path, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("disk full")
+        return real(fig, path, **kw)
+
+    monkeypatch.setattr(plots, "save_figure", flaky)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_report(frames, tmp_path, n_boot=20)
+    assert (tmp_path / "report.md").read_bytes() == before  # the previous report, whole
+    assert {p.name for p in (tmp_path / "figures").iterdir()} == figures and not list(tmp_path.glob(".partial-*"))
 
 
 
@@ -209,13 +284,15 @@ def test_report_cli_user_errors(tmp_path, monkeypatch):
                                value=0.6 + 0.01 * s + 0.05 * (meth == "reinit_debiased"))
                           for meth in ("standard_debiased", "reinit_debiased") for s in range(4)
                           for split in (("test", "val") if meth == "standard_debiased" else ("test",))])
-    fake.load_frames = lambda path: ResultsFrames(metrics=small, meta={"baseline": "reinit_debiased"})
+    fake.load_frames = lambda path: ResultsFrames(metrics=small, meta={"baseline": "reinit_debiased",
+                                                                       "source": str(tmp_path / "s.db")})
     monkeypatch.setitem(sys.modules, "stabletune.study", fake)
     args = _cli(["report", str(study), "--out", str(tmp_path / "o"), "--n-boot", "20", "--metric", "acc", "--welch",
                  "--title", "From a study"])  # the baseline comes from the study's meta
     assert args.func(args) == 0 and (tmp_path / "o" / "report.html").is_file()
     md = (tmp_path / "o" / "report.md").read_text()
     assert md.startswith("# From a study") and "Welch's t-test" in md and "method > `reinit_debiased`" in md
+    assert "Results: `s.db`, beside the study file `s.yaml`." in md and str(tmp_path) not in md
     # validation scores for one method only: each curve says how it was selected
     assert "Validation scores exist for some methods only" in md
     exp = pd.read_csv(tmp_path / "o" / "tables" / "expected_performance.csv").drop_duplicates("method")
@@ -253,11 +330,19 @@ def test_report_on_reference_csv(tmp_path, capsys):
     md = (out / "report.md").read_text()
     std_rte = vals("standard_debiased", "RTE", "test_acc")
     assert f"{100 * std_rte.mean():.2f} ± {100 * std_rte.std(ddof=1):.2f} (n=50)" in md
-    assert f"{100 * std_rte.mean():6.2f} ± {100 * std_rte.std(ddof=1):.2f} (n=50)" in stdout
+    # the command prints the checkpoint the report leads with: best (early stopping on validation, Section 3)
+    best = pd.read_csv(REFERENCE_CSV)
+    best = best[best.file.str.endswith("test_best_log.txt") & (best.method == "standard_debiased")
+                & (best.task == "RTE") & (best.metric_name == "test_acc")]["value"]
+    assert f"{100 * best.mean():6.2f} ± {100 * best.std(ddof=1):.2f} (n=50)" in stdout
+    assert stdout.startswith("best checkpoint")
     sts = vals("not_debiased", "STS-B", "test_spearmanr")
     zero = sts.fillna(0.0)  # the one NaN rule: a constant predictor counts as 0, and the count is reported
     assert f"{100 * zero.mean():.2f} ± {100 * zero.std(ddof=1):.2f} (n=50, {sts.isna().sum()} NaN as 0)" in md
-    assert f"{sts.isna().sum()} NaN as 0" in stdout
+    raw_all = pd.read_csv(REFERENCE_CSV)
+    sts_best = raw_all[raw_all.file.str.endswith("test_best_log.txt") & (raw_all.method == "not_debiased")
+                       & (raw_all.task == "STS-B") & (raw_all.metric_name == "test_spearmanr")]["value"]
+    assert f"{sts_best.isna().sum()} NaN as 0" in stdout
     s = pd.read_csv(out / "tables" / "summary_last.csv")
     assert (s["n"] == s["n"]).all() and s.loc[(s.method == "not_debiased") & (s.task == "sts-b"), "n"].item() == 50
     # degenerate not_debiased RTE runs (<= majority 52.5 % + rounding) and constant STS-B predictors
@@ -269,3 +354,12 @@ def test_report_on_reference_csv(tmp_path, capsys):
     exp = pd.read_csv(out / "tables" / "expected_performance.csv")
     assert set(exp["selection"]) == {"max test (no validation scores)"}
     assert len(exp[(exp.task == "rte") & (exp.method == "reinit_debiased") & (exp.checkpoint == "last")]) == 50
+
+
+def test_a_figures_folder_of_someone_else_is_not_replaced(tmp_path):
+    mine = tmp_path / "figures" / "mine.png"
+    mine.parent.mkdir()
+    mine.write_bytes(b"x")
+    with pytest.raises(UserError, match="figures was not written by stabletune report"):
+        write_report(_synthetic_frames(), tmp_path, n_boot=20)
+    assert mine.read_bytes() == b"x"

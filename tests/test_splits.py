@@ -143,15 +143,15 @@ def test_paper_1k_large_tasks_validate_on_train(glue, task):
     _check_consistent(splits, train, dev)
 
 
-def test_split_record_holds_its_majority_baselines(glue):
-    """Every run stores the majority baseline of its own validation and test labels (degenerate runs, Section 4)."""
+def test_split_record_and_majority_baselines(glue):
+    """A run records its split's name and version; the majority baseline of its own test labels differs from
+    Table 3's on our halves (RTE paper-small test: 73/138, Table 3: 73/139)."""
     spec, train, dev = glue["rte"]
-    record = make_splits(spec, train, dev, split="paper-small", seed=0).record()
-    assert record["name"] == "paper-small" and record["version"] == 1
-    assert record["majority_baseline"]["test"] == pytest.approx(73 / 138)  # not Table 3's 73/139
+    splits = make_splits(spec, train, dev, split="paper-small", seed=0)
+    assert splits.record() == {"name": "paper-small", "version": 1}
+    assert majority_baseline(spec, [ex.label for ex in splits.test]) == pytest.approx(73 / 138)
     spec, train, dev = glue["cola"]
-    assert make_splits(spec, train, dev, split="paper-1k", seed=0).record()["majority_baseline"] == {"val": 0.0,
-                                                                                                     "test": 0.0}
+    assert make_splits(spec, train, dev, split="paper-1k", seed=0).record() == {"name": "paper-1k", "version": 2}
 
 
 def test_paper_1k_three_classes_and_regression(glue):
@@ -268,3 +268,37 @@ def test_constant_regression_scores():
     dev = [Example("a", "b", 2.0) for _ in range(5)]
     splits = make_splits(spec, dev, dev, split="paper-small", seed=0)
     assert (len(splits.validation), len(splits.test)) == (3, 2)
+
+
+# ------------------------------------------------------------------------------------------------
+# "files": the user's files as given (stabletune fit)
+# ------------------------------------------------------------------------------------------------
+def test_files_split_uses_dev_as_validation_and_the_test_file_as_test():
+    spec = TaskSpec("mine", ("no", "yes"), "acc")
+    train = [Example(f"t{i}", None, i % 2) for i in range(40)]
+    dev = [Example(f"d{i}", None, i % 2) for i in range(10)]
+    test = [Example(f"x{i}", None, i % 2) for i in range(6)]
+    s = make_splits(spec, train, dev, split="files", seed=0, test=test)
+    assert (s.train, s.validation, s.test) == (train, dev, test)
+    assert s.indices["test"] == {"source": "test", "indices": list(range(6))}
+    no_test = make_splits(spec, train, dev, split="files", seed=0)
+    assert no_test.test == [] and no_test.validation == dev
+
+
+def test_files_split_without_dev_holds_out_a_stratified_tenth():
+    spec = TaskSpec("mine", ("no", "yes"), "acc")
+    train = [Example(f"t{i}", None, int(i < 30)) for i in range(100)]  # 30 % "yes"
+    s = make_splits(spec, train, [], split="files", seed=3)
+    assert len(s.validation) == 10 and len(s.train) == 90
+    assert Counter(e.label for e in s.validation) == {0: 7, 1: 3}
+    assert not {e.text_a for e in s.validation} & {e.text_a for e in s.train}
+    assert make_splits(spec, train, [], split="files", seed=3).indices == s.indices  # seed alone decides
+
+
+def test_files_split_refuses_glue_and_test_files_elsewhere():
+    with pytest.raises(ConfigError, match="your own files"):
+        make_splits(get_task("rte"), [Example("a", "b", 0)] * 4, [Example("a", "b", 0)] * 2, split="files", seed=0)
+    spec = TaskSpec("mine", ("no", "yes"), "acc")
+    rows = [Example(f"t{i}", None, i % 2) for i in range(10)]
+    with pytest.raises(ConfigError, match="--test-file"):
+        make_splits(spec, rows, rows, split="paper-small", seed=0, test=rows)

@@ -257,8 +257,8 @@ def test_frames_carry_each_runs_majority_baseline(study, tmp_path):
     def run(cfg, out_dir=None, *, callback=None):
         res = fake_result(cfg, score_of(cfg))
         if cfg.seed != 2:
-            res["data"] = {"split": {"name": "paper-small", "version": 1,
-                                     "majority_baseline": {"val": 0.529, "test": 0.5 + 0.01 * cfg.seed}}}
+            res["data"] = {"split": {"name": "paper-small", "version": 1},
+                           "majority_baseline": {"validation": 0.529, "test": 0.5 + 0.01 * cfg.seed}}
         return res
 
     path = study()

@@ -72,3 +72,36 @@ def test_spec_is_frozen_and_validated():
         TaskSpec("x", ("a",), "acc")
     user = TaskSpec("reviews", ("neg", "pos"), "acc")
     assert user.glue_dir is None and user.num_labels == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# --metric: which metric selects checkpoints and candidates
+# ------------------------------------------------------------------------------------------------
+def test_parse_metric_names_and_aliases():
+    from stabletune.tasks import parse_metric
+
+    assert parse_metric("acc") == ("acc", None) and parse_metric("Accuracy") == ("acc", None)
+    assert parse_metric("f1") == ("f1", None) and parse_metric("f1:yes") == ("f1", "yes")
+    assert parse_metric("macro-f1") == ("f1_macro", None) and parse_metric("spearman") == ("spearman", None)
+    for bad in ("auc", "acc:yes", "f1:", ""):
+        with pytest.raises(ValueError):
+            parse_metric(bad)
+
+
+def test_with_metric_checks_the_task():
+    from stabletune.tasks import with_metric
+
+    user = TaskSpec("mine", ("no", "yes"), "acc")
+    three = TaskSpec("mine3", ("a", "b", "c"), "acc")
+    reg = TaskSpec("scores", None, "spearman")
+    assert with_metric(user, None) is user
+    assert with_metric(user, "f1").positive_index == 1  # the second label: "yes"
+    assert with_metric(user, "f1:no").positive_index == 0
+    assert with_metric(three, "f1:b").positive_index == 1 and with_metric(three, "f1_macro").metric == "f1_macro"
+    assert with_metric(reg, "pearson").metric == "pearson"
+    assert get_task("mrpc").positive_index == 1 and get_task("rte").positive_index is None
+    assert with_metric(get_task("rte"), "f1:entailment").positive_index == 0
+    for spec, metric, match in ((three, "f1", "which class"), (user, "f1:maybe", "not a label"),
+                                (user, "spearman", "has classes"), (reg, "acc", "regression task")):
+        with pytest.raises(ValueError, match=match):
+            with_metric(spec, metric)

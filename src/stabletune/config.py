@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -21,10 +22,13 @@ import yaml
 from stabletune.errors import ConfigError
 
 DATA_DIR_ENV = "STABLETUNE_DATA_DIR"
-SPLITS = ("paper-small", "paper-1k", "dev-as-test")
+SPLITS = ("paper-small", "paper-1k", "dev-as-test", "files")
 OPTIMIZERS = ("adamw", "bertadam")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ATTENTION = ("sdpa", "eager")
+SEED_LIMIT = 2**32
+"""Seeds are numpy/torch seeds: ``0 <= seed < SEED_LIMIT`` (``np.random.seed``'s range), in run configs and study
+files alike."""
 
 
 @dataclass
@@ -40,20 +44,25 @@ class RunConfig:
     """User dataset: CSV or JSONL training file."""
     dev_file: str | None = None
     """User dataset: CSV or JSONL development file (split into validation/test like GLUE dev)."""
+    test_file: str | None = None
+    """User dataset with --split files: CSV or JSONL test file (validation: --dev-file, or a tenth of train)."""
     text_columns: list[str] = field(default_factory=list)
     """User dataset: one or two text columns."""
     label_column: str = "label"
     """User dataset: the label column."""
     task_type: Literal["auto", "classification", "regression"] = "auto"
     """User dataset: classification or regression (auto: regression if every label is a non-integer number)."""
-    split: Literal["paper-small", "paper-1k", "dev-as-test"] = "paper-small"
+    split: Literal["paper-small", "paper-1k", "dev-as-test", "files"] = "paper-small"
     """paper-small: dev halved into val/test; paper-1k: 1k train, and val/test as the paper per task (Section 3):
-    RTE/MRPC/STS-B/CoLA dev halved, SST-2/QNLI/QQP/MNLI 1k val from train and test = dev."""
+    RTE/MRPC/STS-B/CoLA dev halved, SST-2/QNLI/QQP/MNLI 1k val from train and test = dev; files: as given
+    (docs/fit.md)."""
     split_seed: int = 0
     """Seed of the data split, separate from the run seeds so every seed of a study sees the same split."""
     train_size: int | None = None
     """Subsample the training split to N examples (class-balanced for classification)."""
     max_seq_length: int = 128
+    metric: str | None = None
+    """Selects checkpoints and candidates: acc, f1 (of label 2; f1:LABEL), f1_macro, mcc, pearson, spearman."""
 
     # --- model ----------------------------------------------------------------------------------
     model: str = "minilm-l6"
@@ -113,6 +122,7 @@ class RunConfig:
 
     # --- seeds (Appendix B) ---------------------------------------------------------------------
     seed: int = 0
+    """Run seed (init and data seeds default to it); every seed is in [0, 2**32), numpy's and torch's range."""
     init_seed: int | None = None
     """Classifier head and re-initialised weights; default: seed."""
     data_seed: int | None = None
@@ -128,6 +138,12 @@ class RunConfig:
     overwrite: bool = False
     save_model: bool = False
     progress: bool = True
+
+    # --- logging (not part of a run's identity: excluded from study run ids) --------------------------
+    report_to: Literal["none", "tensorboard"] = "none"
+    """tensorboard: per-update loss, lr, grad norm and per-evaluation validation metrics as TensorBoard scalars."""
+    logging_dir: str | None = None
+    """TensorBoard folder of this run; default: OUT/tensorboard (a study: one folder per run next to its db)."""
 
     # ----------------------------------------------------------------------------------------------
     @property
@@ -146,6 +162,14 @@ class RunConfig:
         def bad(name: str, msg: str) -> None:
             raise ConfigError(f"invalid option --{name.replace('_', '-')}: {msg}")
 
+        for name in FIELDS:  # inf/nan pass every comparison below (nan <= 0 is False)
+            value = getattr(self, name)
+            if isinstance(value, float) and not math.isfinite(value):
+                bad(name, f"must be a finite number, got {value}")
+        for name in ("seed", "init_seed", "data_seed", "split_seed"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < SEED_LIMIT:
+                bad(name, f"seeds are numpy/torch seeds in [0, 2**32), got {value}")
         for name in ("lr", "batch_size", "eval_batch_size", "num_evals", "max_seq_length"):
             if getattr(self, name) <= 0:
                 bad(name, f"must be > 0, got {getattr(self, name)}")
@@ -185,9 +209,21 @@ class RunConfig:
             bad("text_columns", f"one or two columns, got {len(self.text_columns)}")
         if self.train_file is None and self.task is None:
             bad("task", "give --task (a GLUE task) or --train-file/--dev-file (your own data)")
-        if (self.train_file is None) != (self.dev_file is None):
+        if self.split == "files":  # your files as given: the dev file is optional (validation carved from train)
+            if self.train_file is None:
+                bad("split", "'files' uses your own files: give --train-file (and --dev-file, --test-file)")
+        elif (self.train_file is None) != (self.dev_file is None):
             bad("train_file" if self.train_file is None else "dev_file",
                 "user datasets need both --train-file and --dev-file")
+        if self.test_file is not None and self.split != "files":
+            bad("test_file", f"needs --split files (split '{self.split}' takes its test set from the dev file)")
+        if self.metric is not None:
+            from stabletune.tasks import parse_metric
+
+            try:
+                parse_metric(self.metric)
+            except ValueError as e:
+                bad("metric", str(e))
         if self.train_file is not None and not self.text_columns:
             bad("text_columns", "user datasets need --text-columns (one or two column names)")
         return self
@@ -240,11 +276,17 @@ def coerce(name: str, value: Any, *, source: str = "option") -> Any:
         if tp is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError("expected an integer")
-            return int(value)
+            try:  # int("abc") says "invalid literal for int() with base 10": say what is expected instead
+                return int(value)
+            except (TypeError, ValueError, OverflowError):
+                raise ValueError("expected an integer") from None
         if tp is float:
             if isinstance(value, bool):
                 raise ValueError("expected a number")
-            return float(value)
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                raise ValueError("expected a number") from None
         if get_origin(tp) is list:
             if isinstance(value, str):
                 return [v.strip() for v in value.split(",") if v.strip()]
@@ -267,6 +309,10 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {p}")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read config file ({e.strerror})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""

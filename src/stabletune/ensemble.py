@@ -49,8 +49,9 @@ from stabletune.data.batching import collate, epoch_batches
 from stabletune.config import RunConfig
 from stabletune.errors import ConfigError
 from stabletune.train import (Callback, RunResult, _better, _write_folder, compute_loss, derive_seed, encode_splits,
-                              eval_steps, evaluate, linear_schedule, pad_length, peak_memory_mb,
-                              resolve_device, resolve_precision, run_environment, train, update_counts)
+                              eval_steps, evaluate, linear_schedule, load_run_data, majority_baselines,
+                              pad_length, peak_memory_mb, resolve_device, resolve_precision, run_environment,
+                              task_record, train, update_counts)
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ def _load_member(cfg: RunConfig, spec, device: torch.device):
     init_gen = torch.Generator().manual_seed(cfg.resolved_init_seed)
     loaded = load_model(cfg.model, num_labels=spec.num_labels, dropout=cfg.dropout,
                         attn_implementation=cfg.attn_implementation, init_generator=init_gen,
-                        init_from=cfg.init_from)
+                        init_from=cfg.init_from, labels=spec.labels)
     prepared = prepare(
         loaded.model, init_generator=init_gen, reinit_layers=cfg.reinit_layers, reinit_pooler=cfg.reinit_pooler,
         mixout=cfg.mixout, mixout_targets=cfg.mixout_targets, mixout_granularity=cfg.mixout_granularity,
@@ -178,7 +179,6 @@ def _train_vectorised(cfgs: list[RunConfig], out_dirs: list[str | None], callbac
                       device: torch.device) -> list[RunResult]:
     from tqdm.auto import tqdm
 
-    from stabletune.data import load_task_data, make_splits
     from stabletune.metrics import main_metric
     from stabletune.techniques.param_distance import block_distances, snapshot_blocks
     from stabletune.techniques.prior_wd import build_prior_wd
@@ -192,10 +192,7 @@ def _train_vectorised(cfgs: list[RunConfig], out_dirs: list[str | None], callbac
     precision = resolve_precision(cfg.precision, device)
 
     # --- data once for all members (the split depends on the split seed only) -------------------------
-    spec, train_rows, dev_rows = load_task_data(
-        task=cfg.task, data_dir=cfg.data_dir, train_file=cfg.train_file, dev_file=cfg.dev_file,
-        text_columns=cfg.text_columns, label_column=cfg.label_column, task_type=cfg.task_type)
-    splits = make_splits(spec, train_rows, dev_rows, split=cfg.split, seed=cfg.split_seed, train_size=cfg.train_size)
+    spec, splits = load_run_data(cfg)
 
     # --- members: own init seed each; then stacked. Member modules keep views of the stacked weights -----
     members = [_load_member(c, spec, device) for c in cfgs]
@@ -331,12 +328,12 @@ def _train_vectorised(cfgs: list[RunConfig], out_dirs: list[str | None], callbac
                      "split_seed": c.split_seed}
             result = RunResult(
                 status=state.status[k], config=c.to_dict(), seeds=seeds,
-                task={"name": spec.name, "labels": list(spec.labels) if spec.labels else None, "metric": spec.metric},
+                task=task_record(spec),
                 num_steps=total, warmup_steps=warmup, best=best, last=last, train_log=state.train_log[k],
                 evals=state.evals[k], error=state.error[k],
                 data={"sizes": {n: len(v) for n, v in enc.items()},
                       "truncated": {n: v.num_truncated for n, v in enc.items()}, "steps_per_epoch": per_epoch,
-                      "split": splits.record()},
+                      "majority_baseline": majority_baselines(spec, enc), "split": splits.record()},
                 techniques={**prep.record, "new_param_names": loaded.new_param_names,
                             "ensemble": {"size": K, "member": k, "mode": "vectorised",
                                          "dropout": "vmap randomness='different' from one generator seeded by "

@@ -11,7 +11,8 @@ The definitions follow scikit-learn and SciPy (the tests compare against ``sklea
   (constant or non-finite predictions, e.g. a regression head that collapsed) are NaN, never 0 — the
   paper's Table 3 reports 0 for the *majority baseline* only, see :func:`majority_baseline`.
 
-User datasets get accuracy and macro F1 (classification) or Pearson/Spearman (regression).
+User datasets get accuracy, F1 of the positive class (binary tasks, or ``--metric f1:LABEL``), macro F1 and MCC
+(classification) or Pearson/Spearman (regression); ``--metric`` picks the one that selects checkpoints.
 This module does not import torch.
 """
 
@@ -109,7 +110,8 @@ def compute_metrics(spec: TaskSpec, predictions: ArrayLike, labels: ArrayLike) -
 
     Returns:
         Classification: ``acc`` always; MRPC/QQP add ``f1`` (positive class = label ``"1"``) and
-        ``acc_and_f1``; CoLA adds ``mcc``; user datasets add macro ``f1``.
+        ``acc_and_f1``; CoLA adds ``mcc``; user datasets add ``f1`` (of ``spec.positive_index``, when there is
+        one), ``f1_macro`` and ``mcc``; a GLUE task scored by another ``spec.metric`` adds that one.
         Regression: ``pearson``, ``spearman`` and ``corr`` (their mean; NaN if either is NaN).
 
     Raises:
@@ -119,13 +121,21 @@ def compute_metrics(spec: TaskSpec, predictions: ArrayLike, labels: ArrayLike) -
         r, rho = pearson(predictions, labels), spearman(predictions, labels)
         return {"pearson": r, "spearman": rho, "corr": (r + rho) / 2}
     out = {"acc": accuracy(predictions, labels)}
-    if spec.glue_dir is None:  # a user dataset
-        out["f1"] = f1_macro(predictions, labels)
-    elif spec.name in ("mrpc", "qqp"):
-        out["f1"] = f1_binary(predictions, labels, positive=spec.labels.index("1"))
-        out["acc_and_f1"] = (out["acc"] + out["f1"]) / 2
-    if spec.metric == "mcc":
+    positive = spec.positive_index
+    if spec.glue_dir is None:  # a user dataset: every classification metric --metric can select
+        if positive is not None:
+            out["f1"] = f1_binary(predictions, labels, positive=positive)
+        out["f1_macro"] = f1_macro(predictions, labels)
         out["mcc"] = matthews_corrcoef(predictions, labels)
+    elif spec.name in ("mrpc", "qqp") and positive is not None:
+        out["f1"] = f1_binary(predictions, labels, positive=positive)
+        out["acc_and_f1"] = (out["acc"] + out["f1"]) / 2
+    if spec.metric == "mcc" and "mcc" not in out:
+        out["mcc"] = matthews_corrcoef(predictions, labels)
+    if spec.metric == "f1" and "f1" not in out:  # --metric f1 on a GLUE task other than MRPC/QQP
+        out["f1"] = f1_binary(predictions, labels, positive=positive)
+    if spec.metric == "f1_macro" and "f1_macro" not in out:
+        out["f1_macro"] = f1_macro(predictions, labels)
     return out
 
 
@@ -144,7 +154,7 @@ def majority_baseline(spec: TaskSpec, labels: ArrayLike) -> float:
     Correlations (STS-B) and MCC (CoLA) of a constant prediction are reported as 0, as in Table 3.
     Ties between classes go to the lowest class index.
     """
-    if spec.is_regression or spec.metric in ("mcc", "spearman"):
+    if spec.is_regression or spec.metric in ("mcc", "spearman", "pearson"):
         return 0.0
     y = np.asarray(labels, dtype=np.int64)
     if y.size == 0:

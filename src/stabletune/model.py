@@ -69,7 +69,8 @@ def _hub_error(name: str, err: Exception) -> UserError:
 
 
 def load_model(name: str, *, num_labels: int, dropout: float | None, attn_implementation: str,
-               init_generator: torch.Generator, init_from: str | None = None) -> LoadedModel:
+               init_generator: torch.Generator, init_from: str | None = None,
+               labels: tuple[str, ...] | None = None) -> LoadedModel:
     """Load tokenizer + AutoModelForSequenceClassification and draw every new parameter from ``init_generator``.
 
     Args:
@@ -80,6 +81,8 @@ def load_model(name: str, *, num_labels: int, dropout: float | None, attn_implem
         init_generator: the only source of randomness for new weights (Appendix B's "weight initialisation" seed).
         init_from: a run folder or model directory to take the encoder (and, if the label count matches, the head)
             from instead of ``name``'s weights (intermediate-task transfer). Optimizer state is never restored.
+        labels: the task's label names in class order: the config's ``id2label``/``label2id``, so a saved model
+            names its classes (None: regression, or Hugging Face's LABEL_0, LABEL_1, ...).
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -98,6 +101,11 @@ def load_model(name: str, *, num_labels: int, dropout: float | None, attn_implem
     config.problem_type = None
     config.num_labels = num_labels
     config.problem_type = "regression" if num_labels == 1 else "single_label_classification"
+    if labels is not None:
+        if len(labels) != num_labels:
+            raise ValueError(f"{len(labels)} label names for {num_labels} outputs")
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {label: i for i, label in enumerate(labels)}
     if dropout is not None:
         for attr in _DROPOUT_ATTRS:
             if isinstance(getattr(config, attr, None), float):
@@ -132,3 +140,42 @@ def load_model(name: str, *, num_labels: int, dropout: float | None, attn_implem
     if init_from:
         log.info("initialised from %s (new parameters: %s)", source, new_names or "none")
     return LoadedModel(model=model, tokenizer=tokenizer, source=source, new_param_names=new_names)
+
+
+# Model types whose position ids start after the padding id (RoBERTa's scheme): ``max_position_embeddings``
+# counts pad_token_id + 1 positions that no token can use (roberta-base: 514 -> 512 tokens).
+_PADDING_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text",
+                             "longformer", "mpnet", "ibert", "roberta-prelayernorm")
+
+
+@dataclass
+class InputLimits:
+    """What a model's checkpoint allows as input, read from its config and tokenizer (no weights loaded)."""
+
+    max_length: int | None
+    """Most tokens one sequence may have (absolute position embeddings); None: no such limit (relative positions)."""
+    special_tokens: dict[bool, int]
+    """Special tokens the tokenizer adds to one text (False) and to a text pair (True)."""
+
+
+def input_limits(name: str, *, init_from: str | None = None) -> InputLimits:
+    """Read the input limits of the model :func:`load_model` would load (the same source), without its weights.
+
+    Raises:
+        UserError: the model (or ``init_from``) cannot be found or read, worded as :func:`load_model` words it.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    source = resolve_model(init_from) if init_from else resolve_model(name)
+    try:
+        config = AutoConfig.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise _hub_error(source, e) from None
+    max_length = getattr(config, "max_position_embeddings", None)
+    if getattr(config, "position_biased_input", True) is False:  # DeBERTa: relative positions only
+        max_length = None
+    if max_length is not None and config.model_type in _PADDING_OFFSET_POSITIONS:
+        max_length -= (getattr(config, "pad_token_id", None) or 0) + 1
+    return InputLimits(max_length=max_length,
+                       special_tokens={pair: tokenizer.num_special_tokens_to_add(pair=pair) for pair in (False, True)})

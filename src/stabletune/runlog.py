@@ -63,10 +63,10 @@ class RunFolder:
 
     def __init__(self, out: str | os.PathLike, *, overwrite: bool = False):
         self.final = Path(out)
+        if self.final.exists() and not self.final.is_dir():  # first: a file is not "an existing folder"
+            raise ConfigError(f"output path {self.final} exists and is not a folder")
         if self.final.exists() and not overwrite:
             raise ConfigError(f"output folder {self.final} already exists (use --overwrite to replace it)")
-        if self.final.exists() and not self.final.is_dir():
-            raise ConfigError(f"output path {self.final} exists and is not a folder")
         self.overwrite = overwrite
         self.path = self.final.with_name(f"{self.final.name}.partial-{os.getpid()}")
 

@@ -11,11 +11,15 @@ User datasets get a :class:`TaskSpec` built by :func:`stabletune.data.load_task_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from stabletune.errors import ConfigError
 
-METRICS = ("acc", "f1", "spearman", "mcc")
+METRICS = ("acc", "f1", "spearman", "mcc", "f1_macro", "pearson")
+CLASSIFICATION_METRICS = ("acc", "f1", "f1_macro", "mcc")
+REGRESSION_METRICS = ("pearson", "spearman")
+_METRIC_ALIASES = {"accuracy": "acc", "macro-f1": "f1_macro", "macro_f1": "f1_macro", "f1-macro": "f1_macro",
+                   "matthews": "mcc"}
 
 
 @dataclass(frozen=True)
@@ -30,18 +34,35 @@ class TaskSpec:
             ``"acc"``, ``"f1"``, ``"spearman"`` or ``"mcc"`` (Table 3, "Evaluation metric").
         glue_dir: Folder of the task in the GLUE download (``"RTE"``, ``"STS-B"``, ...); ``None`` for a
             user dataset.
+        positive_label: The class whose F1 ``"f1"`` is; ``None``: label ``"1"`` of a GLUE task, else the
+            second label of a binary task (``"1"`` of 0/1, ``"yes"`` of no/yes, ``"positive"`` of
+            negative/positive: labels are sorted), and no ``"f1"`` for more than two classes.
     """
 
     name: str
     labels: tuple[str, ...] | None
     metric: str
     glue_dir: str | None = None
+    positive_label: str | None = None
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
             raise ValueError(f"unknown metric {self.metric!r}; choose from {', '.join(METRICS)}")
         if self.labels is not None and len(self.labels) < 2:
             raise ValueError(f"a classification task needs at least two labels, got {self.labels!r}")
+        if self.positive_label is not None and (self.labels is None or self.positive_label not in self.labels):
+            raise ValueError(f"positive label {self.positive_label!r} is not a label of task {self.name!r}")
+
+    @property
+    def positive_index(self) -> int | None:
+        """Class index of the positive class of ``"f1"`` (see ``positive_label``); None if there is none."""
+        if self.labels is None:
+            return None
+        if self.positive_label is not None:
+            return self.labels.index(self.positive_label)
+        if self.glue_dir is not None:
+            return self.labels.index("1") if "1" in self.labels else None
+        return 1 if len(self.labels) == 2 else None
 
     @property
     def is_regression(self) -> bool:
@@ -110,3 +131,43 @@ def get_task(name: str) -> TaskSpec:
             "(or give --train-file/--dev-file for your own data)"
         )
     return GLUE_TASKS[key]
+
+
+def parse_metric(text: str) -> tuple[str, str | None]:
+    """``(metric, positive label)`` of a metric name: ``acc``, ``f1``, ``f1:LABEL``, ``f1_macro``, ``mcc``,
+    ``pearson``, ``spearman`` (``accuracy`` and ``macro-f1`` are accepted too). Raises ValueError."""
+    name, sep, label = str(text).strip().partition(":")
+    name = _METRIC_ALIASES.get(name.lower(), name.lower())
+    choices = "acc, f1, f1:LABEL, f1_macro, mcc, pearson, spearman"
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {text!r}; choose {choices}")
+    if label and name != "f1":
+        raise ValueError(f"only f1 takes a positive class (f1:LABEL), got {text!r}")
+    if sep and not label:
+        raise ValueError(f"f1: needs a label after the colon, got {text!r}")
+    return name, (label or None)
+
+
+def with_metric(spec: TaskSpec, metric: str | None) -> TaskSpec:
+    """``spec`` scored by ``metric`` (see :func:`parse_metric`; None keeps the task's own, Table 3).
+
+    Raises:
+        ValueError: an unknown metric, a classification metric for a regression task or the reverse, ``f1``
+            without a positive class on more than two classes, or ``f1:LABEL`` with a label the task lacks.
+    """
+    if metric is None:
+        return spec
+    name, label = parse_metric(metric)
+    if spec.is_regression and name not in REGRESSION_METRICS:
+        raise ValueError(f"{metric!r} scores classes, but task {spec.name!r} is a regression task "
+                         f"(use {' or '.join(REGRESSION_METRICS)})")
+    if not spec.is_regression and name not in CLASSIFICATION_METRICS:
+        raise ValueError(f"{metric!r} scores a regression, but task {spec.name!r} has classes "
+                         f"(use {', '.join(CLASSIFICATION_METRICS)})")
+    if label is not None and label not in spec.labels:
+        raise ValueError(f"{label!r} is not a label of task {spec.name!r} (labels: {', '.join(spec.labels)})")
+    spec = replace(spec, metric=name, positive_label=label if label is not None else spec.positive_label)
+    if name == "f1" and spec.positive_index is None:
+        raise ValueError(f"f1 of which class? task {spec.name!r} has {len(spec.labels)} labels "
+                         f"({', '.join(spec.labels)}): use f1:LABEL or f1_macro")
+    return spec

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from stabletune.data.batching import Encoded, collate, encode, epoch_batches, steps_per_epoch
 from stabletune.config import RunConfig
 from stabletune.errors import ConfigError
+from stabletune.integrations.tensorboard import with_logger
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,49 @@ def eval_steps(total: int, num_evals: int) -> list[int]:
 
 
 def encode_splits(tokenizer, splits, *, max_length: int, is_regression: bool) -> dict[str, Encoded]:
-    """Tokenise train / validation / test once."""
-    return {name: encode(tokenizer, rows, max_length=max_length, is_regression=is_regression)
+    """Tokenise train / validation / test once (a split without examples, a run without a test file, stays empty)."""
+    def one(rows) -> Encoded:
+        if not rows:
+            return Encoded([], None, np.empty(0, dtype=np.float32 if is_regression else np.int64), 0)
+        return encode(tokenizer, rows, max_length=max_length, is_regression=is_regression)
+    return {name: one(rows)
             for name, rows in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))}
+
+
+def load_run_data(cfg: RunConfig):
+    """``(spec, splits)`` of a run: the task scored by ``cfg.metric``, its examples read and split (split seed
+    only). Shared by :func:`train` and the vectorised ensemble."""
+    from stabletune.data import load_task_data, make_splits, read_user_examples
+    from stabletune.tasks import with_metric
+
+    spec, train_rows, dev_rows = load_task_data(
+        task=cfg.task, data_dir=cfg.data_dir, train_file=cfg.train_file, dev_file=cfg.dev_file,
+        text_columns=cfg.text_columns, label_column=cfg.label_column, task_type=cfg.task_type)
+    try:
+        spec = with_metric(spec, cfg.metric)
+    except ValueError as e:
+        raise ConfigError(f"invalid option --metric: {e}") from None
+    test_rows = (read_user_examples(cfg.test_file, spec, text_columns=cfg.text_columns,
+                                    label_column=cfg.label_column) if cfg.test_file else None)
+    splits = make_splits(spec, train_rows, dev_rows, split=cfg.split, seed=cfg.split_seed,
+                         train_size=cfg.train_size, test=test_rows)
+    return spec, splits
+
+
+def task_record(spec) -> dict:
+    """The ``task`` entry of a run's result: name, labels, the selecting metric (and F1's positive class)."""
+    record = {"name": spec.name, "labels": list(spec.labels) if spec.labels else None, "metric": spec.metric}
+    if spec.metric == "f1" and spec.positive_index is not None:
+        record["positive_label"] = spec.labels[spec.positive_index]
+    return record
+
+
+def majority_baselines(spec, enc: dict[str, Encoded]) -> dict[str, float | None]:
+    """The main metric of always predicting the most frequent class, on validation and test (Table 3)."""
+    from stabletune.metrics import majority_baseline
+
+    return {name: (majority_baseline(spec, enc[name].labels) if len(enc[name]) else None)
+            for name in ("validation", "test")}
 
 
 def update_counts(cfg: RunConfig, n_train: int) -> tuple[int, int, int]:
@@ -191,9 +232,12 @@ def peak_memory_mb(device: torch.device) -> float:
 @torch.inference_mode()
 def evaluate(model, enc: Encoded, spec, *, batch_size: int, device: torch.device, pad_id: int,
              autocast, pad_to: int | None = None) -> tuple[dict[str, float], float, np.ndarray]:
-    """Metrics, mean loss and predictions on one split. Batches sorted by length to waste no compute on padding."""
+    """Metrics, mean loss and predictions on one split. Batches sorted by length to waste no compute on padding.
+    An empty split (no test file) gives ``(None, None, [])``."""
     from stabletune.metrics import compute_metrics
 
+    if len(enc) == 0:
+        return None, None, np.empty(0)
     was_training = model.training
     model.eval()
     order = np.argsort(-enc.lengths, kind="stable")
@@ -244,7 +288,6 @@ def train(cfg: RunConfig, out_dir: str | None = None, *, callback: Callback | No
 
 
 def _run(cfg: RunConfig, out_dir: str | None, callback: Callback | None, device: torch.device) -> RunResult:
-    from stabletune.data import load_task_data, make_splits
     from stabletune.metrics import main_metric
     from stabletune.model import load_model
     from stabletune.techniques.param_distance import block_distances, snapshot_blocks
@@ -254,6 +297,8 @@ def _run(cfg: RunConfig, out_dir: str | None, callback: Callback | None, device:
     t_start = time.perf_counter()
     out_dir = out_dir if out_dir is not None else cfg.out
     folder = RunFolder(out_dir, overwrite=cfg.overwrite) if out_dir else None  # fail early if it exists
+    if cfg.report_to == "tensorboard" and cfg.logging_dir is None and folder is None:
+        raise ConfigError("invalid option --report-to: tensorboard needs --logging-dir or a run folder (--out)")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     precision = resolve_precision(cfg.precision, device)
@@ -261,16 +306,13 @@ def _run(cfg: RunConfig, out_dir: str | None, callback: Callback | None, device:
     seeds = {"seed": cfg.seed, "init_seed": init_seed, "data_seed": data_seed, "split_seed": cfg.split_seed}
 
     # --- data: read, split (split seed only), tokenise once -----------------------------------------
-    spec, train_rows, dev_rows = load_task_data(
-        task=cfg.task, data_dir=cfg.data_dir, train_file=cfg.train_file, dev_file=cfg.dev_file,
-        text_columns=cfg.text_columns, label_column=cfg.label_column, task_type=cfg.task_type)
-    splits = make_splits(spec, train_rows, dev_rows, split=cfg.split, seed=cfg.split_seed, train_size=cfg.train_size)
+    spec, splits = load_run_data(cfg)
 
     # --- model: weights + head drawn from the init seed; techniques in their one fixed order ---------
     init_gen = torch.Generator().manual_seed(init_seed)
     loaded = load_model(cfg.model, num_labels=spec.num_labels, dropout=cfg.dropout,
                         attn_implementation=cfg.attn_implementation, init_generator=init_gen,
-                        init_from=cfg.init_from)
+                        init_from=cfg.init_from, labels=spec.labels)
     tokenizer = loaded.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     enc = encode_splits(tokenizer, splits, max_length=cfg.max_seq_length, is_regression=spec.is_regression)
@@ -294,7 +336,10 @@ def _run(cfg: RunConfig, out_dir: str | None, callback: Callback | None, device:
 
     if folder:
         folder.open()
+    tensorboard = None
     try:
+        tensorboard = _tensorboard(cfg, folder)
+        callback = with_logger(tensorboard, callback)
         # Data order and dropout come from the data seed: the order from its own generator; dropout (and mixout
         # masks) draw from torch's global generator, seeded here (train() runs inside fork_rng, so the caller's
         # global state is left untouched).
@@ -305,6 +350,8 @@ def _run(cfg: RunConfig, out_dir: str | None, callback: Callback | None, device:
             total=total, per_epoch=per_epoch, evals_at=evals_at, order_gen=order_gen, device=device,
             pad_id=pad_id, autocast=autocast, scaler=scaler, callback=callback, main_metric=main_metric,
             distance=(lambda: block_distances(prepared.blocks, reference)) if reference is not None else None)
+        if tensorboard is not None:
+            tensorboard.close()  # everything is logged: close before the folder moves into place
 
         # --- test: the last checkpoint as it stands, then the best one really restored -------------
         ev = dict(batch_size=cfg.eval_batch_size, device=device, pad_id=pad_id, autocast=autocast,
@@ -324,12 +371,12 @@ def _run(cfg: RunConfig, out_dir: str | None, callback: Callback | None, device:
         wall = time.perf_counter() - t_start
         result = RunResult(
             status=loop["status"], config=cfg.to_dict(), seeds=seeds,
-            task={"name": spec.name, "labels": list(spec.labels) if spec.labels else None, "metric": spec.metric},
+            task=task_record(spec),
             num_steps=total, warmup_steps=warmup, best=best, last=last, train_log=loop["train_log"],
             evals=loop["evals"], error=loop["error"],
             data={"sizes": {k: len(v) for k, v in enc.items()},
                   "truncated": {k: v.num_truncated for k, v in enc.items()}, "steps_per_epoch": per_epoch,
-                  "split": splits.record()},
+                  "majority_baseline": majority_baselines(spec, enc), "split": splits.record()},
             techniques={**prepared.record, "new_param_names": loaded.new_param_names},
             timings={"wall_s": wall, "train_s": loop["train_s"], "eval_s": loop["eval_s"], "test_s": t_test,
                      "examples_per_s": loop["examples"] / max(loop["train_s"], 1e-9),
@@ -342,9 +389,21 @@ def _run(cfg: RunConfig, out_dir: str | None, callback: Callback | None, device:
             folder.commit()
         return result
     except BaseException:
+        if tensorboard is not None:
+            tensorboard.close()
         if folder:
             folder.discard()
         raise
+
+
+def _tensorboard(cfg: RunConfig, folder) -> Any:
+    """The run's TensorBoard logger (``--report-to tensorboard``), or None. Default folder: OUT/tensorboard,
+    written inside the staged run folder (it moves into place with the rest of the run)."""
+    if cfg.report_to != "tensorboard":
+        return None
+    from stabletune.integrations.tensorboard import TensorBoardLogger
+
+    return TensorBoardLogger(cfg.logging_dir if cfg.logging_dir is not None else folder.path / "tensorboard")
 
 
 def _train_loop(model, optimizer, scheduler, after_step, params, enc, spec, cfg, *, total, per_epoch, evals_at,
@@ -399,8 +458,8 @@ def _train_loop(model, optimizer, scheduler, after_step, params, enc, spec, cfg,
         train_log.append({"step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm})
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
-        stop = bool(callback({"event": "step", "step": step, "total": total, "loss": loss_value,
-                              "width": int(batch["input_ids"].shape[1])})) if callback else False
+        stop = bool(callback({"event": "step", "step": step, "total": total, "loss": loss_value, "lr": lr,
+                              "grad_norm": grad_norm, "width": int(batch["input_ids"].shape[1])})) if callback else False
 
         if step in evals_at:
             train_s += time.perf_counter() - t0
@@ -417,7 +476,8 @@ def _train_loop(model, optimizer, scheduler, after_step, params, enc, spec, cfg,
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             bar.set_postfix(loss=f"{loss_value:.4f}", val=f"{score:.4f}")
             eval_s += time.perf_counter() - t1
-            if callback and callback({"event": "eval", "step": step, "total": total, "score": score, "val": val}):
+            if callback and callback({"event": "eval", "step": step, "total": total, "score": score, "val": val,
+                                      "val_loss": val_loss, "param_distance": record.get("param_distance")}):
                 stop = True
             t0 = time.perf_counter()
         if stop:
@@ -433,6 +493,15 @@ def _train_loop(model, optimizer, scheduler, after_step, params, enc, spec, cfg,
             "train_s": train_s, "eval_s": eval_s, "examples": examples, "tokens": tokens}
 
 
+def model_metadata(result: RunResult) -> dict:
+    """What ``stabletune predict`` needs to apply a saved model as it was trained (stored in its config.json
+    as ``stabletune``): text and label columns, maximum length, task type and the selecting metric."""
+    cfg = result.config
+    return {"task": result.task, "text_columns": list(cfg.get("text_columns") or []) or None,
+            "label_column": cfg.get("label_column") if cfg.get("train_file") else None,
+            "max_seq_length": cfg.get("max_seq_length"), "eval_batch_size": cfg.get("eval_batch_size")}
+
+
 def _write_folder(folder, result: RunResult, split_indices: dict, model, tokenizer) -> None:
     summary = {k: v for k, v in result.to_dict().items() if k not in ("train_log", "evals", "config")}
     folder.write_json("config.json", {"config": result.config, "seeds": result.seeds, "task": result.task,
@@ -444,6 +513,7 @@ def _write_folder(folder, result: RunResult, split_indices: dict, model, tokeniz
     if model is not None:
         from transformers.utils import logging as hf_logging
 
+        model.config.stabletune = model_metadata(result)  # predict reads the text columns and length from it
         hf_logging.disable_progress_bar()
         model.save_pretrained(folder.path / "model")  # mixout targets are non-persistent buffers: not saved
         hf_logging.enable_progress_bar()

@@ -141,13 +141,18 @@ def normalise_metrics(df: pd.DataFrame) -> pd.DataFrame:
         bad = sorted(set(df[col]) - set(allowed))
         if bad:
             raise DataError(f"metrics frame: column {col} has value(s) {bad}; expected one of {list(allowed)}")
-    values = pd.to_numeric(df["value"], errors="coerce")
-    bad_rows = values.isna() & df["value"].notna() & ~df["value"].astype(str).str.strip().str.lower().isin(["nan", ""])
+    bad_rows = _not_numbers(df["value"])
     if bad_rows.any():
         i = bad_rows.idxmax()
         raise DataError(f"metrics frame: row {i}: value {df.loc[i, 'value']!r} is not a number")
-    df["value"] = values.astype(float)
+    df["value"] = pd.to_numeric(df["value"], errors="coerce").astype(float)
     return df.reset_index(drop=True)
+
+
+def _not_numbers(values: pd.Series) -> pd.Series:
+    """True where a value is neither a number nor a missing value (NaN or empty are kept as NaN)."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    return numbers.isna() & values.notna() & ~values.astype(str).str.strip().str.lower().isin(["nan", ""])
 
 
 @dataclass
@@ -321,6 +326,11 @@ def from_long_csv(
     if default_checkpoint not in CHECKPOINTS:
         raise UserError(f"default checkpoint must be one of {CHECKPOINTS}, got {default_checkpoint!r}")
 
+    bad_rows = _not_numbers(raw[value_col])
+    if bad_rows.any():  # said here in file lines, as the other messages about the CSV are
+        i = int(bad_rows.to_numpy().argmax())
+        raise DataError(f"{path}: row {i + 2}: value {raw[value_col].iloc[i]!r} is not a number "
+                        f"(column {value_col!r})")
     out = pd.DataFrame({
         "method": raw[method_col].astype(str),
         "task": raw[task_col],

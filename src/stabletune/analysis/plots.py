@@ -4,6 +4,10 @@ Each function returns a :class:`matplotlib.figure.Figure`; :func:`save_figure` w
 Figures: 1 (bias ratio), 2/5/13 (box plots), 3/6/11 (training loss mean and range), 4/12 (expected
 performance vs random trials), 7/15-18 (L2 distance to init per block), 8/14 (score vs iterations),
 9/10 (controlled seeds).
+
+Units: a fractional score (accuracy, F1, MCC, correlation in [-1, 1]) is drawn in percent, as every table of the
+report shows it (:func:`~stabletune.analysis.stats.percent_scale`, decided per task panel like the tables), and the
+axis label says "(%)". Counts (trials, steps, iterations) get integer ticks.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from stabletune.analysis.frames import display_task, main_values, method_order, task_order
-from stabletune.analysis.stats import PAPER_ITERATIONS, SeedGrid, resolve_metric, bias_correction_ratio
+from stabletune.analysis.stats import PAPER_ITERATIONS, SeedGrid, bias_correction_ratio, percent_scale, resolve_metric
 
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
             "#bcbd22", "#17becf"]
@@ -38,6 +43,17 @@ def _figure(n_panels: int, *, ncols: int = 4, panel: tuple[float, float] = (3.6,
     for ax in axes[n_panels:]:
         ax.set_visible(False)
     return fig, axes[:n_panels]
+
+
+def score_unit(values: object) -> tuple[float, str]:
+    """(scale, axis-label suffix) of scores: (100, " (%)") for fractions, (1, "") for values already in %."""
+    scale = percent_scale(values)
+    return scale, " (%)" if scale == 100.0 else ""
+
+
+def _integer_x(ax) -> None:
+    """Integer ticks on an x axis that counts (trials, steps, iterations): never 2.5 trials."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def save_figure(fig: Figure, path: str | Path, *, dpi: int = 110) -> Path:
@@ -97,12 +113,13 @@ def plot_boxplots(
     fig, axes = _figure(len(tasks))
     for ax, task in zip(axes, tasks):
         metric = resolve_metric(sel, task, metric_by_task)
+        scale, unit = score_unit(sel.loc[(sel["task"] == task) & (sel["metric"] == metric), "value"])
         data, labels, cols = [], [], []
         for method in method_order(sel[sel["task"] == task]):
             x = main_values(sel, task=task, method=method, metric=metric, checkpoint=checkpoint,
                             split=split).to_numpy(dtype=float)
             n_nan = int(np.isnan(x).sum())
-            data.append(x[~np.isnan(x)])
+            data.append(x[~np.isnan(x)] * scale)
             labels.append(f"{method}\nn={len(x)}" + (f", {n_nan} NaN" if n_nan else ""))
             cols.append(colors.get(method, "grey"))
         bp = ax.boxplot(data, patch_artist=True, widths=0.6, medianprops={"color": "black"})
@@ -111,6 +128,7 @@ def plot_boxplots(
             patch.set_alpha(0.55)
         ax.set_xticks(range(1, len(labels) + 1), labels, rotation=35, ha="right", fontsize=7)
         ax.set_title(f"{display_task(task)} ({split} {metric}, {checkpoint})")
+        ax.set_ylabel(f"{split.capitalize()} {metric}{unit}")
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"Distribution over random seeds, {checkpoint} checkpoint")
     return fig
@@ -125,26 +143,31 @@ def plot_curves(
     title: str,
     x: str = "step",
     colors: Mapping[str, str] | None = None,
+    score: bool = False,
 ) -> Figure:
     """Figures 3, 6, 11 (training loss) and validation curves: mean over seeds (line) and min-max range (band).
 
     Args:
         df: ``method, task, seed, <x>, <y>``; one panel per task, one line per method.
+        score: ``y`` is a score: drawn in % when fractional (not for a loss).
     """
     tasks = task_order(df["task"])
     colors = colors or method_colors(method_order(df))
     fig, axes = _figure(len(tasks))
     for ax, task in zip(axes, tasks):
         tdf = df[df["task"] == task]
+        scale, unit = score_unit(tdf[y]) if score else (1.0, "")
         for method in method_order(tdf):
             g = tdf[tdf["method"] == method].groupby(x)[y].agg(["mean", "min", "max", "count"])
+            g[["mean", "min", "max"]] *= scale
             c = colors.get(method, "grey")
             n_seeds = tdf.loc[tdf["method"] == method, "seed"].nunique()
             ax.plot(g.index, g["mean"], color=c, lw=1.5, label=f"{method} ({n_seeds} seeds)")
             ax.fill_between(g.index, g["min"], g["max"], color=c, alpha=0.2, lw=0)
         ax.set_title(display_task(task))
         ax.set_xlabel(x.replace("_", " ").capitalize())
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel(ylabel + unit)
+        _integer_x(ax)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(title)
@@ -172,6 +195,8 @@ def plot_expected_performance(
     fig, axes = _figure(len(tasks))
     for ax, task in zip(axes, tasks):
         tdf = curves[curves["task"] == task]
+        scale, unit = score_unit(tdf[mean_col])
+        tdf = tdf.assign(**{mean_col: tdf[mean_col] * scale, std_col: tdf[std_col] * scale})
         for method in method_order(tdf):
             g = tdf[tdf["method"] == method].sort_values("k")
             c = colors.get(method, "grey")
@@ -180,13 +205,15 @@ def plot_expected_performance(
         if len(tdf):  # keep every mean curve readable when a +-std band is very wide (degenerate runs)
             lo = tdf[mean_col].min()
             hi = max(tdf[mean_col].max(), np.nanquantile(tdf[mean_col] + tdf[std_col], 0.9))
-            pad = 0.1 * (hi - lo) if hi > lo else 0.01
+            pad = 0.1 * (hi - lo) if hi > lo else 0.01 * scale
             ax.set_ylim(lo - pad, hi + pad)
         metric = tdf["metric"].iloc[0] if "metric" in tdf.columns and len(tdf) else ""
         ax.set_title(display_task(task))
-        ax.set_xlabel("# of random trials")
+        ax.set_xlabel("Number of random trials k")
+        _integer_x(ax)
         by_test = "selection" in tdf.columns and len(tdf) and str(tdf["selection"].iloc[0]).startswith("max")
-        ax.set_ylabel(ylabel or f"Expected {'max ' if by_test else ''}{'test' if which == 'test' else 'validation'} {metric}")
+        ax.set_ylabel((ylabel or f"Expected {'max ' if by_test else ''}{'test' if which == 'test' else 'validation'} "
+                       f"{metric}") + unit)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(title)
@@ -221,6 +248,7 @@ def plot_param_distance(
             ax.fill_between(g.index, g["min"], g["max"], color=c, alpha=0.2, lw=0)
         ax.set_title(str(block), fontsize=9)
         ax.set_xlabel("Step", fontsize=8)
+        _integer_x(ax)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     if axes:
@@ -241,8 +269,9 @@ def plot_iteration_sweep(
     fig, axes = _figure(len(tasks))
     for ax, task in zip(axes, tasks):
         tdf = sweep[sweep["task"] == task]
+        scale, unit = score_unit(tdf["value"])
         for group in groups:
-            g = tdf[tdf["group"] == group].groupby("iterations")["value"].agg(["mean", "min", "max"])
+            g = tdf[tdf["group"] == group].groupby("iterations")["value"].agg(["mean", "min", "max"]) * scale
             if g.empty:
                 continue
             c = colors.get(group, "grey")
@@ -250,7 +279,8 @@ def plot_iteration_sweep(
             ax.fill_between(g.index, g["min"], g["max"], color=c, alpha=0.2, lw=0)
         ax.set_title(display_task(task))
         ax.set_xlabel("Training iterations")
-        ax.set_ylabel(f"{'Validation' if split == 'val' else 'Test'} {ylabel}")
+        _integer_x(ax)
+        ax.set_ylabel(f"{'Validation' if split == 'val' else 'Test'} {ylabel}{unit}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(f"{'Validation' if split == 'val' else 'Test'} score vs number of training iterations")
@@ -263,27 +293,27 @@ def plot_seed_grid(grids: Mapping[str, SeedGrid], *, title: str, scale: float = 
 
     Args:
         grids: method -> :class:`~stabletune.analysis.stats.SeedGrid`, one heat map each.
-        scale: multiply the printed numbers (100 for percentages).
+        scale: multiply the numbers and the colour scale (100 for percentages).
     """
     fig, axes = _figure(len(grids), ncols=2, panel=(6.4, 5.4))
-    values = np.concatenate([g.grid.to_numpy().ravel() for g in grids.values()])
+    values = np.concatenate([g.grid.to_numpy().ravel() for g in grids.values()]) * scale
     vmin, vmax = np.nanmin(values), np.nanmax(values)
     for ax, (method, sg) in zip(axes, grids.items()):
-        g = sg.grid.to_numpy(dtype=float)
+        g = sg.grid.to_numpy(dtype=float) * scale
         r, c = g.shape
         full = np.full((r + 4, c + 4), np.nan)
         full[:r, :c] = g
-        full[:r, c:c + 3] = sg.by_init[["min", "mean", "max"]].to_numpy()
-        full[r:r + 3, :c] = sg.by_data[["min", "mean", "max"]].to_numpy().T
+        full[:r, c:c + 3] = sg.by_init[["min", "mean", "max"]].to_numpy() * scale
+        full[r:r + 3, :c] = sg.by_data[["min", "mean", "max"]].to_numpy().T * scale
         im = ax.imshow(np.ma.masked_invalid(full), cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
         text = full.copy()
-        text[:r, c + 3] = sg.by_init["std"].to_numpy()
-        text[r + 3, :c] = sg.by_data["std"].to_numpy()
+        text[:r, c + 3] = sg.by_init["std"].to_numpy() * scale
+        text[r + 3, :c] = sg.by_data["std"].to_numpy() * scale
         for i in range(r + 4):
             for j in range(c + 4):
                 if not np.isnan(text[i, j]):
                     dark = bool(np.isfinite(full[i, j]) and full[i, j] < (vmin + vmax) / 2)
-                    ax.text(j, i, f"{text[i, j] * scale:.1f}", ha="center", va="center", fontsize=6,
+                    ax.text(j, i, f"{text[i, j]:.1f}", ha="center", va="center", fontsize=6,
                             color="white" if dark else "black")
         ax.set_xticks(range(c + 4), [str(s) for s in sg.grid.columns] + ["min", "mean", "max", "std"],
                       fontsize=7, rotation=90)
@@ -294,6 +324,6 @@ def plot_seed_grid(grids: Mapping[str, SeedGrid], *, title: str, scale: float = 
         ax.set_ylabel("Random seed for initialisation")
         ax.set_title(f"{method}: std fixing init {sg.std_fixed_init * scale:.2f}, "
                      f"fixing data {sg.std_fixed_data * scale:.2f}", fontsize=9)
-        fig.colorbar(im, ax=ax, shrink=0.8)
+        fig.colorbar(im, ax=ax, shrink=0.8, label="%" if scale == 100.0 else None)
     fig.suptitle(title)
     return fig

@@ -7,6 +7,11 @@
     OUT/figures/*.png
     OUT/tables/*.csv         full-precision numbers behind every table
 
+The report leads with the finding: one sentence per task generated from the numbers (best method, mean ± std,
+difference to the baseline and its p-value, degenerate runs; :func:`summary_sentences`), then the main table,
+then how the numbers were made (study, configuration) and the rest. Fractional scores are shown in percent in
+tables, sentences and figure axes alike; no absolute path of the machine that made the report appears in it.
+
 No torch here: the report runs anywhere pandas and matplotlib do.
 """
 
@@ -16,7 +21,9 @@ import base64
 import html
 import importlib.metadata
 import math
+import os
 import platform
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,6 +55,33 @@ from stabletune.analysis.stats import (
 from stabletune.errors import UserError
 
 STATUSES = ("finished", "failed", "diverged", "killed")
+_OURS = {"report.md": "by `stabletune report`", "report.html": "by <code>stabletune report</code>"}
+"""The generator line every report carries: a report.md/report.html without it is someone else's file."""
+
+
+def check_out_dir(out_dir: str | Path, *, overwrite: bool = False) -> None:
+    """Refuse to write a report where it would replace a file that is not an earlier report.
+
+    An earlier report in ``out_dir`` is replaced (rerunning a report refreshes it); a ``report.md`` or
+    ``report.html`` that ``stabletune report`` did not write is only replaced with ``overwrite``.
+
+    Raises:
+        UserError: ``out_dir`` is a file, or holds such a file (without ``overwrite``).
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder")
+    for name, mark in _OURS.items():
+        f = out / name
+        if not overwrite and f.is_file() and mark not in f.read_text(encoding="utf-8", errors="replace"):
+            raise UserError(f"{f} was not written by stabletune report: not replacing it "
+                            "(use --overwrite to replace it)")
+    earlier = (out / "report.md").is_file()  # figures/ and tables/ are replaced whole: only an earlier report's
+    for name in ("figures", "tables"):
+        d = out / name
+        if not overwrite and not earlier and d.exists() and (not d.is_dir() or any(d.iterdir())):
+            raise UserError(f"{d} was not written by stabletune report: not replacing it "
+                            "(use --overwrite to replace it)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -75,8 +109,13 @@ class _Doc:
     def code(self, text: str) -> None:
         self.blocks.append(("code", text))
 
-    def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]], *, table_id: str, notes: Sequence[str] = ()) -> None:
-        self.blocks.append(("table", (list(header), [list(r) for r in rows], table_id, list(notes))))
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]], *, table_id: str, notes: Sequence[str] = (),
+              main: bool = False) -> None:
+        self.blocks.append(("table", (list(header), [list(r) for r in rows], table_id, list(notes), main)))
+
+    def summary(self, items: Sequence[tuple[str, str]]) -> None:
+        """The findings: (html id, sentence) pairs, shown first."""
+        self.blocks.append(("summary", list(items)))
 
     def figure(self, path: Path, caption: str) -> None:
         self.blocks.append(("fig", (path, caption)))
@@ -91,10 +130,12 @@ class _Doc:
                 out.append(payload)
             elif kind == "ul":
                 out.append("\n".join(f"- {item}" for item in payload))
+            elif kind == "summary":
+                out.append("\n".join(f"- {text}" for _, text in payload))
             elif kind == "code":
                 out.append("```\n" + payload.rstrip("\n") + "\n```")
             elif kind == "table":
-                header, rows, _, notes = payload
+                header, rows, _, notes, _ = payload
 
                 def md(c: Any) -> str:
                     text = (c.text if isinstance(c, Cell) else str(c)).replace("|", "\\|")
@@ -121,18 +162,23 @@ class _Doc:
                 body.append(f"<p>{_inline_md(payload)}</p>")
             elif kind == "ul":
                 body.append("<ul>" + "".join(f"<li>{_inline_md(i)}</li>" for i in payload) + "</ul>")
+            elif kind == "summary":
+                body.append('<ul class="summary">' + "".join(f'<li id="{esc(i)}">{_inline_md(t)}</li>'
+                                                           for i, t in payload) + "</ul>")
             elif kind == "code":
                 body.append(f"<pre>{esc(payload)}</pre>")
             elif kind == "table":
-                header, rows, table_id, notes = payload
+                header, rows, table_id, notes, main = payload
 
                 def td(c: Any, tag: str = "td") -> str:
                     text = esc(c.text if isinstance(c, Cell) else str(c))
                     return f"<{tag}>{'<strong>' + text + '</strong>' if isinstance(c, Cell) and c.bold else text}</{tag}>"
 
                 rows_html = "".join("<tr>" + "".join(td(c) for c in row) + "</tr>" for row in rows)
-                body.append(f'<table id="{esc(table_id)}" class="results"><thead><tr>'
-                            + "".join(td(h, "th") for h in header) + f"</tr></thead><tbody>{rows_html}</tbody></table>")
+                # wide tables scroll inside their box (phones), the page itself never scrolls sideways
+                body.append(f'<div class="scroll"><table id="{esc(table_id)}" class="results{" main" if main else ""}">'
+                            "<thead><tr>" + "".join(td(h, "th") for h in header)
+                            + f"</tr></thead><tbody>{rows_html}</tbody></table></div>")
                 if notes:
                     body.append('<div class="notes">' + "".join(f"<p>{_inline_md(n)}</p>" for n in notes) + "</div>")
             elif kind == "fig":
@@ -142,16 +188,21 @@ class _Doc:
                             f"<figcaption>{esc(caption)}</figcaption></figure>")
         return (
             "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n"
         )
 
 
 _CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;
-color:#222;line-height:1.45}
-h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #bbb;margin-top:2em}
-table.results{border-collapse:collapse;margin:1em 0;font-size:0.9em}
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1400px;margin:1em auto;padding:0 1em;
+color:#222;line-height:1.4}
+h1{border-bottom:2px solid #444;font-size:1.6em;margin:0.3em 0 0.5em}h2{border-bottom:1px solid #bbb;margin-top:2em}
+h2{font-size:1.25em}
+ul.summary{padding-left:1.2em;margin:0.5em 0 0.8em}ul.summary li{margin:0.25em 0}
+ul.summary+h2{margin-top:0.8em}
+.scroll{overflow-x:auto;max-width:100%}
+table.results{border-collapse:collapse;margin:0.6em 0;font-size:0.9em}
 table.results th,table.results td{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}
 table.results th{background:#f0f0f0}table.results td:first-child,table.results th:first-child{text-align:left}
 table.results tr:nth-child(even){background:#fafafa}
@@ -200,6 +251,11 @@ def _fmt_p(p: float) -> str:
     return "<0.0001" if p < 1e-4 else f"{p:.4f}"
 
 
+def _p_phrase(p: float) -> str:
+    """``p < 0.0001`` or ``p = 0.0123`` for a sentence."""
+    return "p < 0.0001" if p < 1e-4 else f"p = {p:.4f}"
+
+
 def _versions(meta_versions: Any) -> dict[str, str]:
     versions: dict[str, str] = {"python": platform.python_version()}
     for pkg in ("stabletune", "numpy", "pandas", "scipy", "matplotlib"):
@@ -240,12 +296,13 @@ def write_report(
     alpha: float = 0.05,
     n_boot: int = 1000,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> dict[str, Path]:
     """Write the study report (paper Tables 1-4, 7 and Figures 1-18 where the frames hold the data).
 
     Args:
         frames: the results (only ``frames.metrics`` is required).
-        out_dir: output folder (created; files in it are overwritten).
+        out_dir: output folder (created; files of an earlier report in it are replaced).
         baseline: method every other is tested against (default: ``meta["baseline"]`` of the study, else
             ``standard_debiased`` if present, else the study's first method).
         welch: Welch's instead of Student's t-test.
@@ -254,13 +311,17 @@ def write_report(
         alpha: significance level of the one-tailed tests.
         n_boot: bootstrap simulations per k of the expected-performance curves.
         seed: seed of the bootstrap generator.
+        overwrite: replace a report.md/report.html in ``out_dir`` that is not an earlier report (see
+            :func:`check_out_dir`).
 
     Returns:
         Paths by name: ``markdown``, ``html``, ``figure:<name>`` and ``table:<name>``.
 
     Raises:
-        UserError: unknown baseline, unknown metric, no test results.
+        UserError: unknown baseline, unknown metric, no test results, an ``out_dir`` that is a file or holds
+            someone else's report.md (see :func:`check_out_dir`).
     """
+    check_out_dir(out_dir, overwrite=overwrite)
     m = frames.metrics
     methods = method_order(m)
     baseline = baseline or frames.meta.get("baseline") or default_baseline(methods)
@@ -271,7 +332,46 @@ def write_report(
     if not checkpoints:
         raise UserError("the results hold no test-split values: nothing to report")
     out = Path(out_dir)
-    fig_dir, tab_dir = out / "figures", out / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    # Everything is written to a private folder first and moved into place at the end: a failing report leaves the
+    # previous one intact, and a re-run leaves no figure of an earlier run behind (figures/ and tables/ are
+    # replaced as a whole).
+    stage = out / f".partial-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        paths = _write(frames, stage, baseline=baseline, welch=welch, title=title, metric_by_task=metric_by_task,
+                       alpha=alpha, n_boot=n_boot, seed=seed, methods=methods, colors=colors,
+                       checkpoints=checkpoints)
+        for name in ("figures", "tables"):
+            if (out / name).exists():
+                shutil.rmtree(out / name)
+            os.replace(stage / name, out / name)
+        for name in ("report.md", "report.html"):
+            os.replace(stage / name, out / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return {k: out / v.relative_to(stage) for k, v in paths.items()}
+
+
+def summary_checkpoint(checkpoints: Sequence[str]) -> str:
+    """The checkpoint a report leads with: ``best`` (the paper evaluates 10 times on validation and stops early,
+    Section 3), else ``last``."""
+    return "best" if "best" in checkpoints else checkpoints[0]
+
+
+def _display_path(value: Any) -> Any:
+    """A path as the report shows it: never an absolute path of the machine that made the report (its name only);
+    relative paths (e.g. the study's database beside the study file) as they are."""
+    if isinstance(value, str) and value and Path(value).is_absolute():
+        return Path(value).name
+    return value
+
+
+def _write(frames: ResultsFrames, root: Path, *, baseline: str, welch: bool, title: str | None,
+           metric_by_task: dict[str, str] | None, alpha: float, n_boot: int, seed: int, methods: list[str],
+           colors: dict[str, str], checkpoints: list[str]) -> dict[str, Path]:
+    m = frames.metrics
+    fig_dir, tab_dir = root / "figures", root / "tables"
     for d in (fig_dir, tab_dir):
         d.mkdir(parents=True, exist_ok=True)
     study = frames.meta.get("study")
@@ -289,11 +389,26 @@ def write_report(
         frame.to_csv(path, index=False)
         paths[f"table:{name}"] = path
 
-    # -- header and study ------------------------------------------------------------------------
+    summaries = {ck: summary_table(m, metric_by_task=metric_by_task, baseline=baseline, welch=welch, checkpoint=ck,
+                                   alpha=alpha) for ck in checkpoints}
+    degenerate = {ck: degenerate_runs(m, metric_by_task=metric_by_task, checkpoint=ck) for ck in checkpoints}
+    main_ck = summary_checkpoint(checkpoints)
+
+    # -- the finding first: one sentence per task, then the main table -------------------------------
     doc.heading(1, title)
+    doc.summary([(f"summary-{task}", text) for task, text in
+                 summary_sentences(summaries[main_ck], degenerate[main_ck], baseline=baseline, checkpoint=main_ck,
+                                   welch=welch, alpha=alpha)])
+    doc.heading(2, f"Test performance, {main_ck} checkpoint (paper Tables 1, 2, 4, 7)")
+    _summary_block(doc, summaries[main_ck], ck=main_ck, baseline=baseline, welch=welch, alpha=alpha, main=True)
+
+    # -- how the numbers were made ----------------------------------------------------------------------
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    source = frames.meta.get("source")
-    doc.para(f"Generated {now} by `stabletune report`." + (f" Source: `{source}`." if source else ""))
+    source = _display_path(frames.meta.get("source"))
+    study_file = _display_path(frames.meta.get("study_file"))
+    where = (f" Results: `{source}`" + (f", beside the study file `{study_file}`" if study_file else "") + "."
+             if source else "")
+    doc.para(f"Generated {now} by `stabletune report`.{where}")
     doc.heading(2, "Study")
     tasks = task_order(m["task"])
     n_nan = int(m["value"].isna().sum())
@@ -305,8 +420,9 @@ def write_report(
         f"NaN metric values: {n_nan} (kept; see the notes under each table).",
     ]
     for key, value in frames.meta.items():
-        if key not in ("config", "versions", "title", "source", "n_runs", "n_nan_values") and not isinstance(value, (dict, list)):
-            items.append(f"{key}: `{value}`")
+        if (key not in ("config", "versions", "title", "source", "study_file", "n_runs", "n_nan_values")
+                and not isinstance(value, (dict, list))):
+            items.append(f"{key}: `{_display_path(value)}`")
     doc.bullets(items)
     status = _status_frame(frames)
     if status is not None:
@@ -326,15 +442,14 @@ def write_report(
         doc.code(str(frames.meta["config"]))
 
     # -- Tables 1/2/4/7 ----------------------------------------------------------------------------
-    doc.heading(2, "Test performance (paper Tables 1, 2, 4, 7)")
-    summaries = {}
     for ck in checkpoints:
-        s = summary_table(m, metric_by_task=metric_by_task, baseline=baseline, welch=welch, checkpoint=ck,
-                          alpha=alpha)
-        summaries[ck] = s
-        add_csv(f"summary_{ck}", s)
-        doc.heading(3, f"{ck.capitalize()} checkpoint")
-        _summary_block(doc, s, ck=ck, baseline=baseline, welch=welch, alpha=alpha)
+        add_csv(f"summary_{ck}", summaries[ck])
+    others = [ck for ck in checkpoints if ck != main_ck]
+    if others:
+        doc.heading(2, "Test performance, other checkpoints")
+        for ck in others:
+            doc.heading(3, f"{ck.capitalize()} checkpoint")
+            _summary_block(doc, summaries[ck], ck=ck, baseline=baseline, welch=welch, alpha=alpha)
 
     # -- degenerate runs ---------------------------------------------------------------------------
     doc.heading(2, "Degenerate runs (paper Section 4, Table 3)")
@@ -345,9 +460,8 @@ def write_report(
              "(Table 3). Only results without it (imported without labels) fall back to Table 3's test row, "
              "rounded to 0.1 %, so scores within 0.05 points above it count as not beating it.")
     for ck in checkpoints:
-        d = degenerate_runs(m, metric_by_task=metric_by_task, checkpoint=ck)
-        add_csv(f"degenerate_{ck}", d)
-        _degenerate_block(doc, d, ck=ck)
+        add_csv(f"degenerate_{ck}", degenerate[ck])
+        _degenerate_block(doc, degenerate[ck], ck=ck)
 
     # -- box plots ---------------------------------------------------------------------------------
     doc.heading(2, "Distribution over random seeds (Figures 2, 5, 13)")
@@ -383,7 +497,7 @@ def write_report(
             doc.heading(2, "Validation score during training")
             add_figure("val_curves", plots.plot_curves(ev, y="value", ylabel="Validation score",
                                                        title="Validation score: mean and min-max range over seeds",
-                                                       colors=colors),
+                                                       colors=colors, score=True),
                        "Validation main metric at each evaluation: mean across seeds and range.")
     try:
         sweep = iteration_sweep(m, metric_by_task=metric_by_task)
@@ -416,15 +530,16 @@ def write_report(
     doc.heading(2, "Software")
     doc.bullets([f"{k}: {v}" for k, v in _versions(frames.meta.get("versions")).items()])
 
-    md_path, html_path = out / "report.md", out / "report.html"
-    md_path.write_text(doc.markdown(out), encoding="utf-8")
+    md_path, html_path = root / "report.md", root / "report.html"
+    md_path.write_text(doc.markdown(root), encoding="utf-8")
     html_path.write_text(doc.html(title), encoding="utf-8")
     paths["markdown"], paths["html"] = md_path, html_path
     return paths
 
 
 # ------------------------------------------------------------------------------------------------
-def _summary_block(doc: _Doc, s: pd.DataFrame, *, ck: str, baseline: str, welch: bool, alpha: float) -> None:
+def _summary_block(doc: _Doc, s: pd.DataFrame, *, ck: str, baseline: str, welch: bool, alpha: float,
+                   main: bool = False) -> None:
     tasks = list(dict.fromkeys(s["task"]))
     methods = list(dict.fromkeys(s["method"]))
     header = ["Method"]
@@ -464,7 +579,7 @@ def _summary_block(doc: _Doc, s: pd.DataFrame, *, ck: str, baseline: str, welch:
     if len(single):
         notes.append("Single-run cells have no std and no test: "
                      + ", ".join(f"{r.method}/{display_task(r.task)}" for r in single.itertuples()) + ".")
-    doc.table(header, rows, table_id=f"summary-{ck}", notes=notes)
+    doc.table(header, rows, table_id=f"summary-{ck}", notes=notes, main=main)
 
 
 def _degenerate_block(doc: _Doc, d: pd.DataFrame, *, ck: str) -> None:
@@ -627,3 +742,74 @@ def _seed_grid_block(doc: _Doc, m: pd.DataFrame, *, metric_by_task: dict[str, st
         doc.table(["Method", "std, init fixed (data varies)", "std, data fixed (init varies)", "std, all"], rows,
                   table_id=f"seed-grid-{task}", notes=["Figure 10: mean over the fixed seed of the std across the other."])
         add_csv(f"seed_grid_{task}", pd.concat({k: g.grid for k, g in grids.items()}, names=["method"]).reset_index())
+
+
+# ------------------------------------------------------------------------------------------------
+def summary_sentences(s: pd.DataFrame, degenerate: pd.DataFrame, *, baseline: str, checkpoint: str,
+                      welch: bool = False, alpha: float = 0.05) -> list[tuple[str, str]]:
+    """One sentence per task, the one a reader would write in a paper, generated from the numbers.
+
+    Args:
+        s: :func:`~stabletune.analysis.stats.summary_table` of one checkpoint (its ``tie_with_best`` says which
+            method is best: the highest mean among methods with at least 2 scores, NaN counted as 0).
+        degenerate: :func:`~stabletune.analysis.stats.degenerate_runs` of the same checkpoint.
+        baseline: the method the others are tested against.
+        checkpoint: ``best`` or ``last`` (named in the sentence).
+
+    Returns:
+        ``(task, sentence)`` pairs in task order; sentences use Markdown ``**bold**`` and ``code``.
+    """
+    out = []
+    for task in dict.fromkeys(s["task"]):
+        t = s[s["task"] == task].set_index("method")
+        metric = t["metric"].iloc[0]
+        pct = t["scale"].iloc[0] == 100.0
+        nb = "\u00a0"  # no line break inside "72.13 ± 1.57 %"
+        unit, pts = (f"{nb}%", " points") if pct else ("", "")
+        ns = sorted(set(int(n) for n in t["n"]))
+        runs = f"{ns[0]} runs per method" if len(ns) == 1 else f"{ns[0]}–{ns[-1]} runs per method"
+        head = f"**{display_task(task)}** (test {metric}, {checkpoint} checkpoint, {runs}): "
+
+        def score(method: str) -> str:
+            r = t.loc[method]
+            text = _fmt(r["mean"]) + (f"{nb}±{nb}{_fmt(r['std'])}" if not math.isnan(r["std"]) else "") + unit
+            return text + (f", {_plural(int(r['n_nan']), 'NaN run')} counted as 0" if r["n_nan"] else "")
+
+        best = t.index[t["tie_with_best"] == "best"]
+        if len(best) == 0:
+            top = t["mean"].idxmax() if t["mean"].notna().any() else t.index[0]
+            body = (f"too few runs to compare methods (a test needs at least 2 scores per method); highest mean: "
+                    f"**{top}** {score(top)}.")
+        elif best[0] == baseline:
+            rivals = t.drop(index=baseline)["mean"].dropna()
+            body = f"the baseline **{baseline}** scores best, {score(baseline)}; no method beats it"
+            if len(rivals):
+                nxt = rivals.idxmax()
+                body += f" (next: `{nxt}`, {score(nxt)}, {t.loc[nxt, 'mean'] - t.loc[baseline, 'mean']:+.2f}{pts})"
+            body += "."
+        else:
+            b = best[0]
+            body = f"**{b}** scores best, {score(b)}"
+            if baseline in t.index and not math.isnan(t.loc[baseline, "mean"]):
+                diff = t.loc[b, "mean"] - t.loc[baseline, "mean"]
+                p = t.loc[b, "p"]
+                body += f", {diff:+.2f}{pts} over the baseline `{baseline}` ({score(baseline)}"
+                if math.isnan(p):
+                    body += "; no test: too few baseline scores)."
+                else:
+                    verdict = "significant" if p < alpha else "not significant"
+                    body += f"; {ttest_name(welch).split(' (')[0]} {_p_phrase(p)}, {verdict} at α{nb}={nb}{alpha})."
+            else:
+                body += f"; the baseline `{baseline}` has no scores on this task."
+        d = degenerate[degenerate["task"] == task]
+        bad = d[d["n_degenerate"] > 0]
+        if d.empty:
+            tail = ""
+        elif bad.empty:
+            tail = " No degenerate runs."
+        else:
+            listing = ", ".join(f"`{r.method}` {int(r.n_degenerate)} of {int(r.n)}" for r in bad.itertuples())
+            rest = "; none for the other methods" if len(bad) < len(d) else ""
+            tail = f" Degenerate runs: {listing}{rest}."
+        out.append((task, head + body + tail))
+    return out

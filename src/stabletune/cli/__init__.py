@@ -1,4 +1,4 @@
-"""The `stabletune` command: one small module per subcommand (train, study, report, plot).
+"""The `stabletune` command: one small module per subcommand (fit, predict, train, study, report, plot).
 
 Each module has ``register(subparsers)`` (adds its parser, ``set_defaults(func=run)``) and ``run(args) -> int``.
 A user mistake (:class:`stabletune.errors.UserError`) is printed as one line, exit code 2, no traceback.
@@ -13,7 +13,7 @@ import sys
 
 from stabletune.errors import UserError
 
-SUBCOMMANDS = ("train", "study", "report", "plot")
+SUBCOMMANDS = ("fit", "predict", "train", "study", "report", "plot")
 
 
 class Parser(argparse.ArgumentParser):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stabletune.cli.outputs import check_out_file
 from stabletune.errors import ConfigError
 
 KINDS = ("bias-ratio",)
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise ConfigError(f"invalid option --out {out}: the figure is written as PNG, name it *.png")
+    check_out_file(out, what="PNG file")
     fig = plots.plot_bias_ratio(beta1=args.beta1, beta2=args.beta2,
                                 iterations=_parse_iterations(args.iterations) or PAPER_ITERATIONS)
     plots.save_figure(fig, out)

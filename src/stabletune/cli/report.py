@@ -2,15 +2,16 @@
 
 Examples::
 
-    stabletune report studies/bias_correction.yaml --out reports/bias_correction
+    stabletune report studies/bias_correction.yaml          (writes reports/bias_correction/)
     stabletune report --from-csv ../shared/reference/replication-bert-large-600-runs.csv \\
-        --metric-col metric_name --checkpoint-from-file file --out reports/reference
+        --metric-col metric_name --checkpoint-from-file file --out reference-report
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 
 from stabletune.errors import ConfigError, DataError, UserError
@@ -28,7 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("study", nargs="?", help="study YAML file (results read from its store)")
     p.add_argument("--from-csv", metavar="CSV", help="long results CSV, one metric value per row")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: reports/<study or CSV name>)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: reports/<study or CSV name>); "
+                   "an earlier report in it is replaced")
+    p.add_argument("--overwrite", action="store_true",
+                   help="also replace a report.md/report.html in --out that stabletune report did not write")
     p.add_argument("--baseline", metavar="METHOD",
                    help="method the others are tested against (default: the study's baseline, else "
                         "standard_debiased if present, else the first method)")
@@ -75,9 +79,14 @@ def parse_metric_options(values: list[str]) -> dict[str, str] | None:
     return out or None
 
 
-def _load(args: argparse.Namespace):
+def _source_name(args: argparse.Namespace) -> str:
+    """The name of the default output folder, known before anything is read."""
     if bool(args.study) == bool(args.from_csv):
-        raise ConfigError("stabletune report: give either a study YAML file or --from-csv CSV (exactly one)")
+        raise ConfigError("give either a study YAML file or --from-csv CSV (exactly one)")
+    return Path(args.from_csv or args.study).stem
+
+
+def _load(args: argparse.Namespace):
     if args.from_csv:
         from stabletune.analysis.frames import from_long_csv
 
@@ -86,7 +95,7 @@ def _load(args: argparse.Namespace):
             metric_col=args.metric_col, value_col=args.value_col, checkpoint_col=args.checkpoint_col,
             file_col=args.checkpoint_from_file, split_col=args.split_col, init_seed_col=args.init_seed_col,
             data_seed_col=args.data_seed_col, default_checkpoint=args.checkpoint,
-        ), Path(args.from_csv).stem
+        )
     study = Path(args.study)
     if not study.is_file():
         raise DataError(f"study file not found: {study}")
@@ -95,26 +104,38 @@ def _load(args: argparse.Namespace):
     except ImportError as exc:
         raise UserError(f"cannot read study results: stabletune.study.load_frames is not available ({exc}); "
                         "use --from-csv") from exc
-    return load_frames(study), study.stem
+    frames = load_frames(study)
+    # the report names files relative to the study file, never by this machine's absolute path
+    source = frames.meta.get("source")
+    if source:
+        frames.meta["source"] = os.path.relpath(Path(source).resolve(), study.resolve().parent)
+    frames.meta["study_file"] = study.name
+    return frames
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write the report; print where it is and the test-score table of the last (else best) checkpoint."""
-    from stabletune.analysis.report import write_report
+    """Write the report; print where it is and the test-score table of the checkpoint the report leads with."""
     from stabletune.analysis.frames import display_task
+    from stabletune.analysis.report import check_out_dir, summary_checkpoint, write_report
+    from stabletune.cli.outputs import check_out_folder
 
     metric_by_task = parse_metric_options(args.metric)  # options first: fail before reading anything
     if args.n_boot < 1:
         raise ConfigError(f"invalid option --n-boot: must be >= 1, got {args.n_boot}")
     if not 0 < args.alpha < 1:
         raise ConfigError(f"invalid option --alpha: must be in (0, 1), got {args.alpha}")
-    frames, name = _load(args)
+    name = _source_name(args)  # exactly one source, checked whether or not --out is given
     out = Path(args.out) if args.out else Path("reports") / name
+    # before reading anything: refuse now, not after the work; the default folder is made with its parents
+    check_out_folder(out, may_exist=True, parents=args.out is None)
+    check_out_dir(out, overwrite=args.overwrite)
+    frames = _load(args)
     paths = write_report(frames, out, baseline=args.baseline, welch=args.welch, title=args.title,
-                         metric_by_task=metric_by_task, alpha=args.alpha, n_boot=args.n_boot, seed=args.boot_seed)
+                         metric_by_task=metric_by_task, alpha=args.alpha, n_boot=args.n_boot, seed=args.boot_seed,
+                         overwrite=args.overwrite)
     import pandas as pd
 
-    key = "table:summary_last" if "table:summary_last" in paths else "table:summary_best"
+    key = "table:summary_" + summary_checkpoint([k.split("_", 1)[1] for k in paths if k.startswith("table:summary_")])
     s = pd.read_csv(paths[key])
     print(f"{key.split('_', 1)[1]} checkpoint, test {'%' if (s['scale'] == 100).all() else 'score'}; "
           f"p: {s['test'].iloc[0]} vs {s['baseline'].dropna().iloc[0] if s['baseline'].notna().any() else '-'}")

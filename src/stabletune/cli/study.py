@@ -145,6 +145,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from stabletune.study import export_results
 
+    if args.out:  # checked before the database is read
+        from stabletune.cli.outputs import check_out_file
+
+        check_out_file(args.out, what=f"{args.format.upper()} file")
     path = export_results(args.study, fmt=args.format, out=args.out, db=args.db)
     print(path)
     return 0

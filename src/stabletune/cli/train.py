@@ -11,6 +11,7 @@ from dataclasses import MISSING
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
+from stabletune.cli.outputs import check_out_folder
 from stabletune.config import FIELDS, RunConfig, _base_type, field_type, make_config
 from stabletune.errors import ConfigError
 
@@ -74,12 +75,33 @@ def member_configs(cfg: RunConfig, k: int) -> list[RunConfig]:
     writing ``<out>/seed<seed>``."""
     members = []
     for i in range(k):
-        members.append(dataclasses.replace(
+        members.append(dataclasses.replace(  # validated: seed + i may leave the seed range
             cfg, seed=cfg.seed + i,
             init_seed=None if cfg.init_seed is None else cfg.init_seed + i,
             data_seed=None if cfg.data_seed is None else cfg.data_seed + i,
-            out=str(Path(cfg.out) / f"seed{cfg.seed + i}")))
+            out=str(Path(cfg.out) / f"seed{cfg.seed + i}")).validate())
     return members
+
+
+def check_inputs(cfg: RunConfig) -> None:
+    """What can be checked against the model before anything is loaded: ``--max-seq-length`` within the model's
+    positions, and long enough to hold the tokenizer's special tokens plus at least one token of each text (a
+    shorter length cannot be truncated to: the tokenizer would pass the sequences through whole)."""
+    from stabletune.data.readers import sentence_pairs
+    from stabletune.model import input_limits
+
+    limits = input_limits(cfg.model, init_from=cfg.init_from)
+    n = cfg.max_seq_length
+    if limits.max_length is not None and n > limits.max_length:
+        raise ConfigError(f"invalid option --max-seq-length: {n} is more than the {limits.max_length} positions "
+                          f"of model {cfg.init_from or cfg.model}")
+    pairs = sentence_pairs(task=cfg.task, train_file=cfg.train_file, text_columns=cfg.text_columns)
+    special = limits.special_tokens[pairs]
+    need = special + (2 if pairs else 1)
+    if n < need:
+        raise ConfigError(f"invalid option --max-seq-length: {n} leaves no room for text: the tokenizer adds "
+                          f"{special} special tokens to each {'sentence pair' if pairs else 'text'}; "
+                          f"give at least {need}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,16 +112,22 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("invalid option --out: give the run folder to write (e.g. --out runs/rte-s0)")
     if args.ensemble < 1:
         raise ConfigError(f"invalid option --ensemble: must be >= 1, got {args.ensemble}")
-    if args.ensemble == 1:
+    if args.ensemble > 1 and cfg.report_to != "none":  # the vectorised ensemble has no per-member logger
+        raise ConfigError("invalid option --report-to: not supported with --ensemble; train the seeds one by one "
+                          "or as a study (one TensorBoard run per seed)")
+    # Everything that can fail without training fails here, before data and model are loaded.
+    check_out_folder(cfg.out, overwrite=cfg.overwrite, may_exist=args.ensemble > 1)
+    if cfg.report_to != "none" and cfg.logging_dir is not None:
+        check_out_folder(cfg.logging_dir, option="--logging-dir", may_exist=True)
+    members = member_configs(cfg, args.ensemble) if args.ensemble > 1 else None
+    check_inputs(cfg)
+    if members is None:
         results = [train(cfg)]
     else:
         from stabletune.ensemble import train_ensemble
 
-        if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
-            raise ConfigError(f"invalid option --out: {cfg.out} exists and is not a folder (--ensemble writes "
-                              f"one run folder per member inside it)")
         # each member's folder is checked (exists without --overwrite?) before any training starts
-        results = train_ensemble(member_configs(cfg, args.ensemble))
+        results = train_ensemble(members)
     code = 0
     for result in results:
         summary = {"status": result.status, "out": result.out_dir, "seed": result.seeds["seed"],
@@ -110,8 +138,35 @@ def run(args: argparse.Namespace) -> int:
                    "examples_per_s": round(result.timings["examples_per_s"], 1)}
         if args.ensemble > 1:
             summary["ensemble"] = result.techniques.get("ensemble", {}).get("mode")
+        note = baseline_note(result)
+        if note:
+            summary["at_or_below_majority_baseline"] = True
         print(json.dumps(summary, default=str))
+        if note:
+            sys.stderr.write(note)
         if result.status == "diverged":
             sys.stderr.write(f"stabletune: run {result.out_dir or ''} diverged: {result.error}\n")
             code = 1
     return code
+
+
+def baseline_note(result) -> str | None:
+    """A warning when the run's best checkpoint scores at or below the majority baseline (always predicting the
+    most frequent class; 0 for correlations and MCC) on test (or validation without a test set): the run learned
+    nothing useful, and `stabletune fit` tunes what usually fixes it."""
+    import math
+
+    metric = result.task.get("metric")
+    baselines = (result.data or {}).get("majority_baseline") or {}
+    split, key = ("test", "test") if result.best.get("test") else ("val", "validation")
+    value = (result.best.get(split) or {}).get(metric)
+    baseline = baselines.get(key)
+    if baseline is None or result.status != "finished":
+        return None
+    if value is not None and math.isfinite(value) and value > baseline + 1e-12:
+        return None
+    shown = "undefined" if value is None or not math.isfinite(value) else f"{value:.4f}"
+    return (f"stabletune: note: run {result.out_dir or ''} ends at or below the majority baseline: {key} {metric} "
+            f"{shown} vs {baseline:.4f} for always predicting the most frequent class. This recipe (the paper's "
+            f"BERT-Large settings by default) did not learn the task; `stabletune fit` searches the learning rate, "
+            f"re-initialisation and length on validation over several seeds (same data options; docs/fit.md).\n")

@@ -42,6 +42,9 @@ def encode(tokenizer, examples, *, max_length: int, is_regression: bool) -> Enco
         sub = tokenizer([a[i] for i in too_long], [b[i] for i in too_long] if b else None, truncation=True,
                         max_length=max_length, padding=False, return_attention_mask=False)
         for j, i in enumerate(too_long):
+            if len(sub["input_ids"][j]) > max_length:  # the tokenizer only logs this and returns it whole
+                raise ValueError(f"max_length={max_length} cannot be reached: it leaves no room for the text "
+                                 f"next to the tokenizer's special tokens")
             ids[i] = sub["input_ids"][j]
             if tt is not None:
                 tt[i] = sub["token_type_ids"][j]

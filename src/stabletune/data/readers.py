@@ -27,6 +27,12 @@ logger = logging.getLogger(__name__)
 
 PARTIAL_TRAIN = "partial/train_subset_9999.tsv"
 """Fallback training file of a task whose full ``train.tsv`` is missing (see the data's PROVENANCE.md)."""
+SMALL_DEV = 20
+"""A dev set with fewer examples draws a warning: halved by ``paper-small``, it gives fewer than 10 validation and
+10 test examples, too few for a score that means anything (RTE, the smallest paper task, has 277)."""
+MISSING_LABELS = frozenset({"nan", "-nan", "na", "n/a", "#n/a", "<na>", "null"})
+"""Label strings that spreadsheets, pandas and R write for a missing value (compared lower-case): a missing label
+is not a class, so a row holding one is refused rather than read as a class named ``NaN``."""
 
 
 @dataclass
@@ -182,6 +188,7 @@ def _load_glue_dir(spec: TaskSpec, root: Path) -> tuple[list[Example], list[Exam
     dev_path = task_dir / glue_dev_file(spec)
     if dev_path.is_file():
         dev, _ = read_glue_tsv(dev_path, spec)
+        _warn_small_dev(dev_path, len(dev))
     else:
         logger.warning("%s not found: task %s has no dev set; splits that test on it will fail", dev_path, spec.name)
         dev = []
@@ -305,13 +312,25 @@ def _text(value: Any, path: Path, where: str, column: str) -> str:
     return text
 
 
+def _warn_small_dev(path: Path, n: int) -> None:
+    if 0 < n < SMALL_DEV:
+        logger.warning("%s has only %d example(s): the validation and test sets drawn from it (split paper-small "
+                       "halves it) are too small for a meaningful score", path, n)
+
+
 def _read_user_file(path: Path, text_columns: list[str], label_column: str
                     ) -> list[tuple[str, str, str | None, str]]:
-    """Rows of a user file as ``(location, text_a, text_b, label string)``."""
+    """Rows of a user file as ``(location, text_a, text_b, label string)``; a missing label is refused."""
     rows = []
     for where, record in _user_records(path, [*text_columns, label_column]):
         texts = [_text(record[column], path, where, column) for column in text_columns]
-        label = _text(record[label_column], path, where, label_column).strip()
+        value = record[label_column]
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise DataError(f"{path}, {where}: empty value in column {label_column!r} (a missing label is not a class)")
+        label = _text(value, path, where, label_column).strip()
+        if label.lower() in MISSING_LABELS:
+            raise DataError(f"{path}, {where}: label {label!r} in column {label_column!r} marks a missing value "
+                            "(a missing label is not a class)")
         rows.append((where, texts[0], texts[1] if len(texts) > 1 else None, label))
     if not rows:
         raise DataError(f"{path}: empty file (no data rows)")
@@ -346,6 +365,8 @@ def _load_user_data(name: str, train_file: str, dev_file: str | None, text_colum
     train_rows = _read_user_file(train_path, text_columns, label_column)
     dev_path = Path(dev_file) if dev_file is not None else None
     dev_rows = _read_user_file(dev_path, text_columns, label_column) if dev_path is not None else []
+    if dev_path is not None:
+        _warn_small_dev(dev_path, len(dev_rows))
 
     regression = _resolve_task_type(task_type, [row[3] for row in train_rows])
     if regression:
@@ -373,9 +394,54 @@ def _load_user_data(name: str, train_file: str, dev_file: str | None, text_colum
     return spec, examples(train_path, train_rows), examples(dev_path, dev_rows)
 
 
+def read_user_examples(path: str | os.PathLike, spec: TaskSpec, *, text_columns: list[str],
+                       label_column: str) -> list[Example]:
+    """Examples of one more user file (a test file) labelled like the training file that made ``spec``.
+
+    Raises:
+        DataError: the file is missing, empty or malformed, lacks a column, or a label is not one of
+            ``spec.labels`` (regression: not a number); the message names the file and line.
+    """
+    path = Path(path)
+    if spec.is_regression:
+        convert, problem = _as_float, "is not a number (task type regression)"
+    else:
+        convert = {label: i for i, label in enumerate(spec.labels)}.get
+        problem = f"is not one of the training labels ({', '.join(spec.labels)})"
+    out = []
+    for where, text_a, text_b, raw in _read_user_file(path, text_columns, label_column):
+        label = convert(raw)
+        if label is None:
+            raise DataError(f"{path}, {where}: label {raw!r} {problem}")
+        out.append(Example(text_a, text_b, label))
+    return out
+
+
+def read_records(path: str | os.PathLike, columns: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """Every record of a CSV/TSV/JSONL/JSON file as ``(location, record)``, checking that ``columns`` exist.
+
+    Raises:
+        DataError: missing or malformed file, a missing column, or no data rows.
+    """
+    path = Path(path)
+    records = list(_user_records(path, columns))
+    if not records:
+        raise DataError(f"{path}: empty file (no data rows)")
+    return records
+
+
 # ------------------------------------------------------------------------------------------------
 # Public entry point
 # ------------------------------------------------------------------------------------------------
+def sentence_pairs(*, task: str | None, train_file: str | None = None,
+                   text_columns: list[str] | None = None) -> bool:
+    """Whether the examples of a task are text pairs (known before reading any file): a GLUE task's layout, or
+    two ``text_columns`` of a user dataset."""
+    if train_file is not None or task is None:
+        return len(text_columns or []) == 2
+    return _GLUE_FORMATS[get_task(task).name].text_b is not None
+
+
 def load_task_data(*, task: str | None, data_dir: str | None, train_file: str | None = None,
                    dev_file: str | None = None, text_columns: list[str] | None = None,
                    label_column: str = "label", task_type: str = "auto"

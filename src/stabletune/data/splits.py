@@ -11,6 +11,8 @@ random state is read or changed):
   and the original dev set is the test set.
 - ``"dev-as-test"``: the full dev set is the test set; 10 % of the training set (stratified) is held out as
   validation, so model selection never sees test data.
+- ``"files"`` (user datasets as given, ``stabletune fit``): the dev file is the validation set (without one,
+  10 % of the training file, stratified, as in ``dev-as-test``); the test file, if any, is the test set.
 
 Each split has a version (:data:`SPLIT_VERSIONS`): it goes up whenever the same split name and seed would draw
 other examples. A study's run ids include it (``stabletune.study.spec.run_id_for``), so results drawn with an
@@ -38,7 +40,7 @@ DEV_AS_TEST_VALIDATION = 0.1
 REGRESSION_BINS = 5
 """Equal-width score bins that stratify regression labels (STS-B: [0,1), [1,2), ..., [4,5])."""
 
-SPLIT_VERSIONS: dict[str, int] = {"paper-small": 1, "paper-1k": 2, "dev-as-test": 1}
+SPLIT_VERSIONS: dict[str, int] = {"paper-small": 1, "paper-1k": 2, "dev-as-test": 1, "files": 1}
 """The current definition of each split. History:
 
 - ``paper-1k`` v1 (until 2026-12-01): 1k training + 1k validation examples from the training set and the whole
@@ -65,8 +67,8 @@ class Splits:
         validation: Examples for model selection (evaluated during training).
         test: Held-out examples, scored once at the end.
         indices: JSON-able record of the draw: for each of ``"train"``, ``"validation"`` and ``"test"``,
-            ``{"source": "train" | "dev", "indices": [int, ...]}``, indices into the list that
-            :func:`load_task_data` returned for that source.
+            ``{"source": "train" | "dev" | "test", "indices": [int, ...]}``, indices into the list that
+            :func:`load_task_data` returned for that source (``"test"``: the ``test`` list of ``"files"``).
         name: The split's name (``"paper-small"``, ...).
         version: The split's definition (:data:`SPLIT_VERSIONS`).
     """
@@ -80,25 +82,16 @@ class Splits:
     version: int = 1
 
     def record(self) -> dict:
-        """What a run stores about its split: name, version, sizes and the majority-class baseline of the
-        validation and test labels (Section 4 counts a run as degenerate when it does not beat the test one).
-
-        The baseline is the main metric of always predicting the most frequent label of that split
-        (:func:`stabletune.metrics.majority_baseline`): it depends on the draw (RTE paper-small test half: 73/138
-        = 52.9 %, not Table 3's 73/139 = 52.5 %), so it is computed from the run's own labels.
-        """
-        from stabletune.metrics import majority_baseline
-
-        return {"name": self.name, "version": self.version,
-                "majority_baseline": {"val": majority_baseline(self.task, [ex.label for ex in self.validation]),
-                                      "test": majority_baseline(self.task, [ex.label for ex in self.test])}}
+        """What a run stores about its split (``results.json`` -> ``data.split``): its name and version. (The
+        majority-class baselines of the split's labels are stored beside it, ``data.majority_baseline``.)"""
+        return {"name": self.name, "version": self.version}
 
 
 # ------------------------------------------------------------------------------------------------
 # Splits (Section 3, Table 3, Appendix A)
 # ------------------------------------------------------------------------------------------------
 def make_splits(spec: TaskSpec, train: list[Example], dev: list[Example], *, split: str, seed: int,
-                train_size: int | None = None) -> Splits:
+                train_size: int | None = None, test: list[Example] | None = None) -> Splits:
     """Draw the training, validation and test sets of one run (Zhang et al., 2021, Section 3 / Table 3).
 
     All randomness comes from ``numpy.random.default_rng(seed)``: the same seed gives the same indices on
@@ -132,6 +125,7 @@ def make_splits(spec: TaskSpec, train: list[Example], dev: list[Example], *, spl
         split: ``"paper-small"``, ``"paper-1k"`` or ``"dev-as-test"``.
         seed: Seed of the draw (``RunConfig.split_seed``).
         train_size: Optional size of the training split.
+        test: The test examples of ``"files"`` (a user's test file); None or empty: no test set.
 
     Returns:
         The :class:`Splits`, with ``indices`` recording every draw.
@@ -183,16 +177,24 @@ def make_splits(spec: TaskSpec, train: list[Example], dev: list[Example], *, spl
                  "test": ("dev", np.arange(len(dev)))}
     elif split == "dev-as-test":
         _require_dev(spec, dev, split, "as the test set")
-        if len(train) < 2:
-            raise DataError(f"task {spec.name}: split 'dev-as-test' holds out part of the training set, "
-                            f"which has {len(train)} example")
-        strata, available = _strata(spec, train)
-        n_validation = max(1, round(DEV_AS_TEST_VALIDATION * len(train)))
-        validation_idx, train_idx = _draw(strata, [_allocate_proportional(available, n_validation)], rng)
+        validation_idx, train_idx = _hold_out(spec, train, rng, f"split '{split}'")
         parts = {"train": ("train", train_idx), "validation": ("train", validation_idx),
                  "test": ("dev", np.arange(len(dev)))}
+    elif split == "files":
+        if spec.glue_dir is not None:
+            raise ConfigError("invalid option --split: 'files' takes your own files (--train-file, --dev-file, "
+                              f"--test-file), not GLUE task {spec.name}")
+        if dev:
+            train_idx, validation_idx = np.arange(len(train)), np.arange(len(dev))
+        else:  # no dev file: hold out a stratified part of the training file, as dev-as-test does
+            validation_idx, train_idx = _hold_out(spec, train, rng, "split 'files' without a dev file")
+        parts = {"train": ("train", train_idx), "validation": ("dev" if dev else "train", validation_idx),
+                 "test": ("test", np.arange(len(test or [])))}
     else:
         raise ConfigError(f"invalid option --split: {split!r} (choose {', '.join(SPLITS)})")
+    if test and split != "files":
+        raise ConfigError(f"invalid option --test-file: split '{split}' takes its test set from the dev file; "
+                          "use --split files")
 
     if train_size is not None:
         source, train_idx = parts["train"]
@@ -204,7 +206,7 @@ def make_splits(spec: TaskSpec, train: list[Example], dev: list[Example], *, spl
         (kept, _) = _draw(strata, [allocate(available, train_size)], rng)
         parts["train"] = (source, train_idx[kept])
 
-    sources = {"train": train, "dev": dev}
+    sources = {"train": train, "dev": dev, "test": test or []}
     chosen = {name: [sources[source][i] for i in idx] for name, (source, idx) in parts.items()}
     indices = {name: {"source": source, "indices": [int(i) for i in idx]} for name, (source, idx) in parts.items()}
     return Splits(spec, chosen["train"], chosen["validation"], chosen["test"], indices, split, SPLIT_VERSIONS[split])
@@ -214,6 +216,17 @@ def _validation_from_train(spec: TaskSpec) -> bool:
     """Whether ``paper-1k`` draws validation from the training set: only for SST-2, QNLI, QQP and MNLI, whose
     dev set is the paper's test set (Section 3); the small tasks and user datasets halve their dev set."""
     return spec.glue_dir is not None and spec.name in LARGE_TASKS
+
+
+def _hold_out(spec: TaskSpec, train: list[Example], rng: np.random.Generator, what: str
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(validation, rest): :data:`DEV_AS_TEST_VALIDATION` of ``train``, stratified."""
+    if len(train) < 2:
+        raise DataError(f"task {spec.name}: {what} holds out part of the training set, which has "
+                        f"{len(train)} example")
+    strata, available = _strata(spec, train)
+    n_validation = max(1, round(DEV_AS_TEST_VALIDATION * len(train)))
+    return tuple(_draw(strata, [_allocate_proportional(available, n_validation)], rng))
 
 
 def _require_dev(spec: TaskSpec, dev: list[Example], split: str, role: str) -> None:

@@ -170,15 +170,16 @@ def load_frames(study_path: str | Path | StudySpec, *, db: str | Path | None = N
 
 
 def _majority_baselines(rows: list[Any]) -> dict[tuple[str, str], float]:
-    """(run id, "val"|"test") -> the majority-class baseline of the labels the run was scored on (stored in its
-    summary since 2026-12-01; runs stored earlier have none, and the analysis falls back to Table 3)."""
+    """(run id, "val"|"test") -> the majority-class baseline of the labels the run was scored on (``data.
+    majority_baseline`` of its summary, stored since 2026-12-01; runs stored earlier have none, and the analysis
+    falls back to Table 3)."""
     out: dict[tuple[str, str], float] = {}
     for r in rows:
         summary = json.loads(r["summary"]) if r["summary"] else {}
-        record = ((summary.get("data") or {}).get("split") or {}).get("majority_baseline") or {}
-        for split, value in record.items():
-            if value is not None:
-                out[(r["run_id"], split)] = float(value)
+        record = (summary.get("data") or {}).get("majority_baseline") or {}
+        for name, split in (("validation", "val"), ("test", "test")):
+            if record.get(name) is not None:
+                out[(r["run_id"], split)] = float(record[name])
     return out
 
 

@@ -361,12 +361,13 @@ class _Driver:
             self.jobs[group[0].run_id] = group
             job = _job(group[0], self.store, self.early_kill, self.backend)
             if len(group) > 1:
-                job["members"] = [{"run_id": r.run_id, "config": _run_config(r, self.backend)} for r in group]
+                job["members"] = [{"run_id": r.run_id, "config": _run_config(r, self.backend, self.store.path)}
+                                  for r in group]
             self.backend.submit(job)
 
     def _companions(self, run: RunSpec) -> list[RunSpec]:
         """Queued runs to train together with ``run`` as one ensemble: the same config up to the seeds."""
-        if self.ensemble <= 1:
+        if self.ensemble <= 1 or run.config.report_to != "none":  # TensorBoard logs one run at a time
             return []
         from stabletune.ensemble import member_key, sequential_reason  # imports torch: only when needed
 
@@ -466,16 +467,30 @@ def resolve_ensemble(requested: int | None, *, gpu: bool, early_kill: bool = Fal
     return GPU_ENSEMBLE if gpu else 1
 
 
-def _run_config(run: RunSpec, backend: Backend) -> dict:
-    """The run's config as a worker gets it: the backend's thread count unless the study fixes one."""
+def tensorboard_dir(run: RunSpec, db: Path) -> Path:
+    """A run's TensorBoard folder: ``<logging_dir or <db name>-tensorboard beside the db>/method/task/seed``
+    (search runs: ``method/task/search-<option=value,...>/seed``), so ``tensorboard --logdir`` on the root shows
+    one run per stabletune run, named by what it is. Not part of the run's id."""
+    root = Path(run.config.logging_dir) if run.config.logging_dir else db.parent / f"{db.stem}-tensorboard"
+    parts = [run.method, run.task]
+    if run.phase == "search":
+        parts.append("search-" + ",".join(f"{k}={v}" for k, v in sorted(run.candidate.items())))
+    return root.joinpath(*parts, run.seeds.label())
+
+
+def _run_config(run: RunSpec, backend: Backend, db: Path | None = None) -> dict:
+    """The run's config as a worker gets it: the backend's thread count unless the study fixes one, and with
+    ``report_to: tensorboard`` the run's own TensorBoard folder."""
     config = run.config.to_dict()
     if config.get("threads") is None and backend.name in ("local", "ray"):
         config["threads"] = backend.threads
+    if config.get("report_to") == "tensorboard" and db is not None:
+        config["logging_dir"] = str(tensorboard_dir(run, db))
     return config
 
 
 def _job(run: RunSpec, store: Store, early_kill: EarlyKill | None, backend: Backend) -> dict:
-    config = _run_config(run, backend)
+    config = _run_config(run, backend, store.path)
     kill = None
     if early_kill is not None:
         peers = store.eval_scores(*run.group, at_eval=early_kill.at_eval)

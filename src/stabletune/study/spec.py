@@ -52,8 +52,8 @@ RESERVED = {
 }
 
 #: Config keys that do not change what a run computes: left out of the run id, so a study resumes on
-#: another machine, data location or thread count.
-HASH_EXCLUDE = ("data_dir", "threads", "progress", "out", "overwrite")
+#: another machine, data location or thread count, and with or without logging (``report_to``, ``logging_dir``).
+HASH_EXCLUDE = ("data_dir", "threads", "progress", "out", "overwrite", "report_to", "logging_dir")
 
 #: RunConfig's fields when run ids were introduced (2026-11-26). A field added since enters a run's id only when
 #: it is set away from its default, so the runs a study stored before that field existed keep their ids (and the
@@ -68,7 +68,7 @@ HASHED_FIELDS_V1 = frozenset((
     "weight_decay"))
 
 #: Path-valued options resolved relative to the study file.
-PATH_KEYS = ("data_dir", "train_file", "dev_file", "init_from")
+PATH_KEYS = ("data_dir", "train_file", "dev_file", "init_from", "logging_dir")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 

@@ -154,6 +154,9 @@ class StudyLock:
     """An exclusive ``flock`` on ``<db>.lock``: one driver per study database at a time.
 
     The kernel drops the lock when the holder dies (even by SIGKILL), so a killed study never blocks a rerun.
+    The holder removes the file when it lets go, so no ``.lock`` is left beside a study that is not running (nor
+    beside a database that could not be opened). Removing it is safe because :meth:`acquire` checks, once
+    locked, that the path still names the file it locked; if another holder removed it meanwhile, it locks anew.
     """
 
     def __init__(self, db_path: str | Path):
@@ -161,15 +164,30 @@ class StudyLock:
         self._fd: int | None = None
 
     def acquire(self) -> "StudyLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            other = os.read(fd, 64).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise UserError(f"study database {self.path.with_suffix('')} is in use by another "
-                            f"`stabletune study run` (pid {other}); wait for it or stop it") from None
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DataError(f"cannot create the folder of study database {self.path.with_suffix('')}: "
+                            f"{e.strerror}") from None
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise DataError(f"cannot create {self.path}: {e.strerror}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                other = os.read(fd, 64).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise UserError(f"study database {self.path.with_suffix('')} is in use by another "
+                                f"`stabletune study run` (pid {other}); wait for it or stop it") from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the previous holder removed the file between our open and our lock: lock the new one
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
@@ -177,6 +195,8 @@ class StudyLock:
 
     def release(self) -> None:
         if self._fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)  # while still locked: see the class docstring
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
@@ -214,9 +234,10 @@ def _holds_result(c: sqlite3.Connection, run_id: str) -> bool:
 class Store:
     """A study database. ``Store.open(path, create=True)`` makes it; read-only opens never create a file."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path):
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, readonly: bool = False):
         self.conn = conn
         self.path = path
+        self.readonly = readonly
 
     # --- opening ---------------------------------------------------------------------------------
     @classmethod
@@ -227,6 +248,8 @@ class Store:
             DataError: not a SQLite file, written by a newer stabletune, or missing (without ``create``).
         """
         p = Path(path)
+        if p.is_dir():
+            raise DataError(f"{p} is a folder, not a study database")
         if not p.exists() and not create:
             raise DataError(f"study database not found: {p} (run `stabletune study run` first)")
         try:
@@ -240,7 +263,7 @@ class Store:
             if not readonly:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = FULL")
-            store = cls(conn, p)
+            store = cls(conn, p, readonly=readonly)
             store._check_schema(create=not readonly)
         except sqlite3.DatabaseError as e:
             raise DataError(f"{p}: not a usable study database ({e})") from None
@@ -270,13 +293,25 @@ class Store:
                 c.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
 
     def close(self) -> None:
+        """Close; a writer first leaves WAL mode (checkpointing the log into the file), so that a database no
+        driver is using is one plain file: read-only opens (``study status``, export, report) then create no
+        ``-wal``/``-shm`` files. A reader still open keeps WAL mode (then those files exist already)."""
+        if not self.readonly:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("PRAGMA busy_timeout = 0")  # a reader is open: don't wait, stay in WAL
+                self.conn.execute("PRAGMA journal_mode = DELETE")
         self.conn.close()
 
     def __enter__(self) -> "Store":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         self.close()
+        # A damaged page (the header intact) is met only when a query reads it, not at open: word it as the
+        # open-time errors are, one line naming the file. pandas wraps the sqlite3 error in its own DatabaseError.
+        cause = exc if isinstance(exc, sqlite3.DatabaseError) else getattr(exc, "__cause__", None)
+        if exc is not None and type(cause) in (sqlite3.DatabaseError, sqlite3.OperationalError):
+            raise DataError(f"{self.path}: cannot read the study database ({cause})") from None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

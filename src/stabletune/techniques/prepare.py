@@ -154,7 +154,7 @@ def prepare(model: nn.Module, *, init_generator: torch.Generator, reinit_layers:
     # ---- 5. pre-trained weight decay hook (Section 7.1) -----------------------------------------------------
     new_names = set(new_param_names) | set(reinit_names)
     named = dict(model.named_parameters())
-    after_step = build_prior_wd(opt.param_groups, named, theta0, strength=float(pretrained_wd),
+    after_step = build_prior_wd(opt, named, theta0, strength=float(pretrained_wd),
                                 new_param_names=new_names, new_params=pretrained_wd_new_params) \
         if pretrained_wd > 0 else _noop
 

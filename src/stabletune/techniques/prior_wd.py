@@ -43,14 +43,17 @@ def snapshot(named_params: Mapping[str, torch.Tensor] | Iterable[tuple[str, torc
     return {n: p.detach().clone() for n, p in items}
 
 
-def build_prior_wd(param_groups: list[dict], named_params: Mapping[str, torch.Tensor],
+def build_prior_wd(param_groups: list[dict] | torch.optim.Optimizer, named_params: Mapping[str, torch.Tensor],
                    reference: Mapping[str, torch.Tensor], *, strength: float,
                    new_param_names: Collection[str] = (), new_params: str = "init") -> Callable[[], None]:
     """The per-step pre-trained weight decay, as a callable to run right after ``optimizer.step()``.
 
     Args:
-        param_groups: the optimizer's ``param_groups`` (the live list: each call reads the current ``lr``).
-            Groups with ``decay`` False are exempt; groups without the key are decayed.
+        param_groups: the optimizer (each call reads the current ``lr`` of its groups), or a list of groups.
+            Pass the optimizer where anything may call its ``load_state_dict`` (accelerate does, in
+            ``Trainer``): that replaces the group dicts, and a hook holding the old ones would keep applying
+            the starting learning rate. Groups with ``decay`` False are exempt; groups without the key are
+            decayed.
         named_params: name -> parameter for every parameter in the groups.
         reference: name -> theta0 (see :func:`snapshot`); needed for every decayed parameter decayed toward theta0.
         strength: lambda >= 0; 0 returns a no-op.
@@ -69,8 +72,10 @@ def build_prior_wd(param_groups: list[dict], named_params: Mapping[str, torch.Te
         return _noop
     name_of = {id(p): n for n, p in named_params.items()}
     new = set(new_param_names)
-    plan: list[tuple[dict, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]] = []
-    for group in param_groups:
+    optimizer = param_groups if isinstance(param_groups, torch.optim.Optimizer) else None
+    groups_now = (lambda: optimizer.param_groups) if optimizer is not None else (lambda: param_groups)
+    plan: list[tuple[int, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]] = []
+    for index, group in enumerate(groups_now()):
         if not group.get("decay", True):
             continue
         toward_ref: list[torch.Tensor] = []
@@ -88,12 +93,13 @@ def build_prior_wd(param_groups: list[dict], named_params: Mapping[str, torch.Te
             elif mode == "zero":
                 toward_zero.append(p)
         if toward_ref or toward_zero:
-            plan.append((group, toward_ref, refs, toward_zero))
+            plan.append((index, toward_ref, refs, toward_zero))
 
     @torch.no_grad()
     def after_step() -> None:
-        for group, toward_ref, refs, toward_zero in plan:
-            a = float(group["lr"]) * strength
+        groups = groups_now()
+        for index, toward_ref, refs, toward_zero in plan:
+            a = float(groups[index]["lr"]) * strength
             if a == 0:
                 continue
             if toward_ref:

@@ -1,0 +1,1099 @@
+"""`stabletune fit`: the paper's conclusions as one command (Zhang et al., ICLR 2021, Sections 4-6).
+
+The paper's advice to practitioners is a recipe: debiased Adam (Section 4), re-initialise the pooler and the top
+``L`` blocks (Section 5), train longer than three epochs (Section 6), and judge a recipe by several seeds, never
+one. :func:`fit` searches those levers on the validation set within a time budget and ships the best model.
+
+The search (documented with its grid in ``docs/fit.md``):
+
+- **Grid** (:func:`search_space`), adapted to the model: three learning rates by hidden size (the embedded
+  6-layer MiniLM needs ~1e-4, docs/LOG.md 2026-11-26), ``L`` in {0, ceil(depth/6), ceil(depth/3)}, and the
+  number of updates in {3 epochs, then the next two of Section 6's {200, 400, 800, 1600, 3200} that are at least
+  1.5x as long}. Debiased Adam always.
+- **Successive halving with seeds as the resource** (:class:`FitPlanner`): a *screen* trains one seed of the
+  learning rates (at the anchor ``L``) and of the ``L`` values (at the anchor learning rate), then their best
+  combination; the best ``confirm`` recipes get the remaining seeds; the best ``lengthen`` of those are trained
+  longer, one rung of the length ladder at a time while a longer rung improves the mean. A recipe is judged by
+  its **mean** validation score over all seeds; a degenerate or failed seed counts with the metric's worst value
+  (0 for accuracy/F1, -1 for MCC and correlations), it is not dropped. Every chosen recipe has all seeds.
+- **Budget** (:class:`Budget`): run cost is estimated from the runs so far (fixed part + per-update part, from
+  their timings); when the remaining plan would overrun, the plan is trimmed in a fixed order (:data:`TRIMS`).
+- **Store**: a study database (``OUT/search/fit.db``, :class:`stabletune.study.store.Store`): every run is
+  stored in one transaction; a killed fit resumes without recomputing finished runs.
+
+Why not Optuna: its pruners judge one trial (one run) against other trials at the same step; our unit of
+judgement is a recipe's mean over seeds with failed seeds counted, and our rungs are seeds and schedule lengths
+(a run's early evaluations are not a shorter run: the learning rate decays to zero at the run's own end). The
+whole plan is a small deterministic function of the stored scores (:class:`FitPlanner`), which is also what
+makes resuming exact; an Optuna study would be a second store to keep in step with this one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from stabletune.config import FIELDS, RunConfig, make_config
+from stabletune.errors import ConfigError, UserError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUDGET_S = 20 * 60
+"""Default time budget of a fit (wall seconds); see docs/fit.md for what it buys on a 2-core machine."""
+DEFAULT_SEEDS = 3
+LENGTH_LADDER = (200, 400, 800, 1600, 3200)
+"""Section 6: numbers of updates tried beyond three epochs."""
+LONGER_FACTOR = 1.5
+"""A longer rung must be at least this many times three epochs (else it is hardly longer)."""
+FAIL_FAST = 3
+"""A fit whose first runs all fail stops (the same error would fail every run)."""
+FINALIZE_RESERVE_S = 15.0
+"""Budget kept back for writing the output folder (model copy, test scoring, card, figure)."""
+
+#: Options fit decides itself (the rest of RunConfig can be passed through).
+DECIDED = {
+    "lr": "the learning rate is searched", "reinit_layers": "L is searched", "reinit_pooler": "tied to L",
+    "max_steps": "the number of updates is searched", "epochs": "the number of updates is searched",
+    "optimizer": "fit always uses debiased Adam (Section 4)", "seed": "fit trains seeds 0..N-1 (--seeds)",
+    "init_seed": "fit trains seeds 0..N-1 (--seeds)", "data_seed": "fit trains seeds 0..N-1 (--seeds)",
+    "out": "fit writes OUT", "save_model": "fit saves the chosen model", "overwrite": "use fit's --overwrite",
+    "progress": "fit shows its own progress", "test_file": "give fit's --test-file",
+    "warmup_steps": "warm-up is 10 % of each candidate's updates",
+}
+
+
+def parse_budget(text: str | float) -> float:
+    """Seconds of a budget: ``900``, ``90s``, ``20m``, ``1.5h``. Raises ConfigError."""
+    units = {"s": 1, "m": 60, "min": 60, "h": 3600}
+    raw = str(text).strip().lower()
+    number, unit = raw, "s"
+    for suffix in sorted(units, key=len, reverse=True):
+        if raw.endswith(suffix):
+            number, unit = raw[:-len(suffix)].strip(), suffix
+            break
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise ConfigError(f"invalid option --budget: {text!r} (use seconds, or 90s, 20m, 1.5h)") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"invalid option --budget: must be > 0, got {text!r}")
+    return seconds
+
+
+# ------------------------------------------------------------------------------------------------
+# The grid
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, order=True)
+class Candidate:
+    """One recipe: peak learning rate, re-initialised top blocks (``layers`` > 0 also re-initialises the
+    pooler, Section 5) and number of updates."""
+
+    lr: float
+    layers: int
+    updates: int
+
+    @property
+    def key(self) -> str:
+        return f"lr={self.lr:g} L={self.layers} updates={self.updates}"
+
+    @property
+    def slug(self) -> str:
+        return f"lr{self.lr:g}-L{self.layers}-u{self.updates}"
+
+    def overrides(self) -> dict[str, Any]:
+        return {"lr": self.lr, "reinit_layers": self.layers, "reinit_pooler": self.layers > 0,
+                "max_steps": self.updates}
+
+    def words(self) -> str:
+        reinit = ("no re-initialisation" if self.layers == 0 else
+                  f"the pooler and the top {self.layers} block{'s' if self.layers > 1 else ''} re-initialised")
+        return f"peak learning rate {self.lr:g}, {reinit}, {self.updates} updates"
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The levers fit searches. ``lrs``/``layers``/``updates`` ascending; anchors are the screen's fixed points."""
+
+    lrs: tuple[float, ...]
+    layers: tuple[int, ...]
+    updates: tuple[int, ...]
+    anchor_lr: float
+    anchor_layers: int
+
+    def __post_init__(self) -> None:
+        if not self.lrs or not self.layers or not self.updates:
+            raise ValueError("a search space needs at least one learning rate, L and number of updates")
+        if self.anchor_lr not in self.lrs or self.anchor_layers not in self.layers:
+            raise ValueError("the anchors must be values of the grid")
+        if any(u <= 0 for u in self.updates) or any(v <= 0 for v in self.lrs) or any(v < 0 for v in self.layers):
+            raise ValueError("learning rates and updates must be > 0, L >= 0")
+
+    def grid(self) -> list[Candidate]:
+        """Every cell (the exhaustive grid benchmarks/bench_fit.py compares with)."""
+        return [Candidate(lr, n, u) for u in self.updates for lr in self.lrs for n in self.layers]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def lr_grid(hidden: int) -> tuple[float, ...]:
+    """Three peak learning rates by model width: small models need larger steps (MiniLM, hidden 384: 2e-5
+    barely moves it in 96 updates, 1e-4 works, docs/LOG.md); BERT-Large (1024) is tuned around 2e-5 (Section 3)."""
+    if hidden < 768:
+        return (5e-5, 1e-4, 2e-4)
+    if hidden < 1024:
+        return (2e-5, 5e-5, 1e-4)
+    return (1e-5, 2e-5, 5e-5)
+
+
+def layer_grid(depth: int) -> tuple[int, ...]:
+    """Re-initialised top blocks: 0 and about a sixth and a third of the depth (6 layers: 0, 1, 2; 12: 0, 2, 4;
+    24: 0, 4, 8; the paper's best L for BERT-Large lies in that range, Section 5), below the full depth."""
+    return tuple(sorted({n for n in (0, math.ceil(depth / 6), math.ceil(depth / 3)) if n < max(depth, 1)}))
+
+
+def update_grid(n_train: int, batch_size: int) -> tuple[int, ...]:
+    """Three epochs, then the next two of Section 6's ladder at least :data:`LONGER_FACTOR` x longer."""
+    three = 3 * math.ceil(n_train / batch_size)
+    longer = [u for u in LENGTH_LADDER if u >= LONGER_FACTOR * three][:2]
+    return (three, *longer)
+
+
+def search_space(*, depth: int, hidden: int, n_train: int, batch_size: int) -> SearchSpace:
+    """The grid for a model of ``depth`` blocks and width ``hidden`` on ``n_train`` training examples."""
+    lrs, layers = lr_grid(hidden), layer_grid(depth)
+    anchor_layers = layers[1] if len(layers) > 1 else layers[0]
+    return SearchSpace(lrs=lrs, layers=layers, updates=update_grid(n_train, batch_size),
+                       anchor_lr=lrs[len(lrs) // 2], anchor_layers=anchor_layers)
+
+
+def model_shape(model: str) -> tuple[int, int]:
+    """``(depth, hidden)`` of a model from its config alone (no weights loaded)."""
+    from transformers import AutoConfig
+
+    from stabletune.model import _hub_error, resolve_model
+
+    source = resolve_model(model)
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise _hub_error(source, e) from None
+    depth = next((getattr(config, a) for a in ("num_hidden_layers", "n_layer", "encoder_layers", "num_layers")
+                  if isinstance(getattr(config, a, None), int)), None)
+    hidden = next((getattr(config, a) for a in ("hidden_size", "d_model", "dim")
+                   if isinstance(getattr(config, a, None), int)), None)
+    if depth is None or hidden is None:
+        raise UserError(f"model {model}: cannot tell its depth and width from its config ({config.model_type})")
+    return depth, hidden
+
+
+# ------------------------------------------------------------------------------------------------
+# Scores
+# ------------------------------------------------------------------------------------------------
+#: The worst value of each metric: a failed or degenerate (NaN) seed counts with it.
+METRIC_FLOOR = {"acc": 0.0, "f1": 0.0, "f1_macro": 0.0, "mcc": -1.0, "pearson": -1.0, "spearman": -1.0}
+
+
+@dataclass
+class SeedResult:
+    """One finished run of a candidate: its best-checkpoint validation score (None: failed or undefined)."""
+
+    status: str
+    val: float | None
+    degenerate: bool
+    wall_s: float | None = None
+    run_id: str | None = None
+    best_step: int | None = None
+
+
+@dataclass
+class CandidateSummary:
+    candidate: Candidate
+    seeds: dict[int, SeedResult]
+    mean: float | None
+    std: float | None
+    degenerate: int
+    complete: bool
+
+
+def summarise(candidate: Candidate, results: dict[int, SeedResult], seeds: list[int], floor: float
+              ) -> CandidateSummary:
+    """Mean and std of the validation score over the seeds run so far; failed/NaN seeds count as ``floor``."""
+    import numpy as np
+
+    done = {s: r for s, r in results.items() if s in seeds}
+    values = [floor if r.val is None or not math.isfinite(r.val) else r.val for r in done.values()]
+    mean = float(np.mean(values)) if values else None
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else (0.0 if values else None)
+    return CandidateSummary(candidate, done, mean, std, sum(r.degenerate for r in done.values()),
+                            complete=all(s in done for s in seeds))
+
+
+# ------------------------------------------------------------------------------------------------
+# The plan: successive halving over seeds, then longer training
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class Limits:
+    """How much of the plan to run; :class:`Budget` lowers them (:data:`TRIMS`) when time runs short."""
+
+    screen: int | None = None
+    """Screen candidates to start, in priority order (None: all; the combination comes on top)."""
+    combo: bool = True
+    """Screen the best learning rate with the best L when that pair was not screened."""
+    confirm: int = 2
+    """Screened recipes that get every seed."""
+    lengthen: int = 1
+    """Confirmed recipes trained longer."""
+    ladder: int = 2
+    """Longer rungs a lengthened recipe may climb (each only if the previous one improved the mean)."""
+
+
+#: Trim order (first = least harmful): (description, trim): ``trim(limits, n_lrs)`` lowers one limit and returns
+#: whether it could. ``n_lrs``: the screen's learning-rate part (the other L come after it). Longer training is
+#: kept over screening other L values: the anchor L already re-initialises the top block (Section 5), and three
+#: epochs are what Section 6 finds too short on small data.
+TRIMS: list[tuple[str, Callable[[Limits, int], bool]]] = [
+    ("no second longer rung", lambda l, n: l.ladder > 1 and not setattr(l, "ladder", 1)),
+    ("no combination screen", lambda l, n: l.combo and not setattr(l, "combo", False)),
+    ("one recipe confirmed", lambda l, n: l.confirm > 1 and not setattr(l, "confirm", 1)),
+    ("learning rates screened at one L only",
+     lambda l, n: l.screen is not None and l.screen > n and not setattr(l, "screen", n)),
+    ("no longer training", lambda l, n: l.lengthen > 0 and not setattr(l, "lengthen", 0)),
+    ("smaller screen", lambda l, n: l.screen is not None and l.screen > 1 and not setattr(l, "screen", l.screen - 1)),
+]
+
+Run = tuple[Candidate, int]
+
+
+@dataclass
+class PlanView:
+    """What the plan needs now, given the results so far."""
+
+    needed: list[Run]
+    """Runs certainly part of the plan that have no result yet (in flight included), in priority order."""
+    stages: list[list[Run | int]]
+    """Remaining work by stage (for the budget): runs, or placeholders = numbers of updates of runs whose
+    candidate is not known yet."""
+    stage: str
+    complete: list[CandidateSummary]
+    choice: CandidateSummary | None
+    finished: bool
+
+
+class FitPlanner:
+    """The search as a pure function of the stored results (so a resumed fit takes the same decisions)."""
+
+    def __init__(self, space: SearchSpace, seeds: list[int], floor: float):
+        if len(seeds) < 1:
+            raise ValueError("fit needs at least one seed")
+        self.space, self.seeds, self.floor = space, list(seeds), floor
+
+    def screen_list(self) -> list[Candidate]:
+        """Learning rates at the anchor L (anchor first, then outward), then the other L at the anchor lr."""
+        sp, u0 = self.space, self.space.updates[0]
+        lrs = sorted(sp.lrs, key=lambda lr: (abs(math.log(lr / sp.anchor_lr)), -lr))
+        layers = sorted((n for n in sp.layers if n != sp.anchor_layers), key=lambda n: abs(n - sp.anchor_layers))
+        return ([Candidate(lr, sp.anchor_layers, u0) for lr in lrs]
+                + [Candidate(sp.anchor_lr, n, u0) for n in layers])
+
+    def _score(self, r: SeedResult) -> float:
+        return self.floor if r.val is None or not math.isfinite(r.val) else r.val
+
+    def summary(self, c: Candidate, results: dict[Run, SeedResult]) -> CandidateSummary:
+        return summarise(c, {s: results[(c, s)] for s in self.seeds if (c, s) in results}, self.seeds, self.floor)
+
+    def plan(self, results: dict[Run, SeedResult], started: set[Run], limits: Limits) -> PlanView:
+        """The runs needed now and the work left. ``started``: runs with a result or in flight."""
+        s0, rest, sp = self.seeds[0], self.seeds[1:], self.space
+        u0 = sp.updates[0]
+        needed: list[Run] = []
+        stages: list[list[Run | int]] = [[], [], []]
+
+        def need(run: Run, stage: int) -> None:
+            if run not in results:
+                if run not in needed:
+                    needed.append(run)
+                stages[stage].append(run)
+
+        # --- screen: one seed each -----------------------------------------------------------------
+        prio = self.screen_list()
+        screen = [c for i, c in enumerate(prio) if limits.screen is None or i < limits.screen or (c, s0) in started]
+        # a combination screened before (a trim may have switched combinations off since) still counts
+        screen += sorted(c for c, s in started if s == s0 and c.updates == u0 and c not in screen)
+        for c in screen:
+            need((c, s0), 0)
+        combo_open = False
+        if limits.combo:
+            by_lr = [c for c in screen if c.layers == sp.anchor_layers and c in prio]
+            by_l = [c for c in screen if c.lr == sp.anchor_lr and c in prio]
+            if all((c, s0) in results for c in by_lr + by_l):
+                combo = Candidate(self._best(by_lr, results, s0).lr, self._best(by_l, results, s0).layers, u0)
+                if combo not in screen:
+                    screen.append(combo)
+                    need((combo, s0), 0)
+            else:
+                combo_open = True
+                stages[0].append(u0)
+        open_screen = sum((c, s0) not in results for c in screen) + combo_open
+
+        # --- confirm: the best screened recipes get every seed ---------------------------------------
+        ranked = sorted((c for c in screen if (c, s0) in results),
+                        key=lambda c: (-self._score(results[(c, s0)]), screen.index(c)))
+        k = limits.confirm
+        if open_screen:  # start the ones already sure to be among the best k (the rest can only pass below them)
+            confirmed = [c for i, c in enumerate(ranked) if i + open_screen < k]
+            stages[1] += [u0] * ((k - len(confirmed)) * len(rest))
+        else:
+            confirmed = ranked[:k]
+        # recipes confirmed before a trim lowered k keep their seeds (nothing started is thrown away)
+        confirmed += [c for c in ranked if c not in confirmed and any((c, s) in started for s in rest)]
+        for c in confirmed:
+            for s in rest:
+                need((c, s), 1)
+        stage = "screen" if open_screen else "confirm"
+
+        # --- lengthen: the best confirmed recipes, one longer rung at a time while it helps -------------
+        confirm_done = not open_screen and all((c, s) in results for c in confirmed for s in rest)
+        longer = sp.updates[1:]
+        if longer and limits.lengthen > 0:
+            if not confirm_done:
+                stages[2] += [longer[0]] * (limits.lengthen * len(self.seeds))
+            else:
+                stage = "lengthen"
+                best = sorted(confirmed, key=lambda c: (-self.summary(c, results).mean, confirmed.index(c)))
+                for c in best[:limits.lengthen]:
+                    previous = c
+                    for rung, u in enumerate(longer):
+                        if rung >= limits.ladder and not any((replace(c, updates=u), s) in started
+                                                             for s in self.seeds):
+                            break
+                        cand = replace(c, updates=u)
+                        for s in self.seeds:
+                            need((cand, s), 2)
+                        if not all((cand, s) in results for s in self.seeds):
+                            break
+                        if self.summary(cand, results).mean <= self.summary(previous, results).mean:
+                            break  # longer did not help: stop climbing
+                        previous = cand
+        # --- the choice among recipes with every seed -------------------------------------------------
+        cands = sorted({c for c, _ in results}, key=lambda c: (c.updates, self._order(c, screen)))
+        complete = [self.summary(c, results) for c in cands]
+        complete = [s for s in complete if s.complete]
+        choice = None
+        for s in complete:  # ties go to the fewer updates, then the screen order
+            if choice is None or s.mean > choice.mean:
+                choice = s
+        finished = not needed and not any(stages)
+        return PlanView(needed, [s for s in stages], "done" if finished else stage, complete, choice, finished)
+
+    def _order(self, c: Candidate, screen: list[Candidate]) -> int:
+        base = replace(c, updates=self.space.updates[0])
+        return screen.index(base) if base in screen else len(screen)
+
+    def _best(self, cands: list[Candidate], results: dict[Run, SeedResult], seed: int) -> Candidate:
+        return min(cands, key=lambda c: (-self._score(results[(c, seed)]), cands.index(c)))
+
+
+# ------------------------------------------------------------------------------------------------
+# The budget
+# ------------------------------------------------------------------------------------------------
+class Budget:
+    """Estimates run cost from the runs so far and trims the plan (:data:`TRIMS`) to end within the budget.
+
+    A run costs ``fixed + per_update * updates`` seconds: ``per_update`` from the finished runs' training time
+    per update (or, before any finishes, the running runs' time per step), ``fixed`` (loading, evaluations,
+    writing) from their wall time minus training time. Work left is laid out on the workers stage by stage
+    (a stage starts when the previous one ends), longest run first.
+    """
+
+    def __init__(self, seconds: float, workers: int, *, start: float | None = None):
+        self.seconds, self.workers = float(seconds), max(1, workers)
+        self.start = time.monotonic() if start is None else start
+        self.fixed: list[float] = []
+        self.per_update: list[float] = []
+        self.live_rate: dict[str, float] = {}
+        self.trimmed: list[str] = []
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def observe(self, timings: dict, steps: int | None) -> None:
+        wall, train_s = timings.get("wall_s"), timings.get("train_s")
+        if wall is None or train_s is None or not steps:
+            return
+        self.per_update.append(train_s / steps)
+        self.fixed.append(max(0.0, wall - train_s))
+
+    def observe_live(self, run_id: str, step: int, total: int, seconds: float) -> None:
+        if total and step >= 0.1 * total:  # the first steps carry the run's start-up
+            self.live_rate[run_id] = seconds / step
+
+    def forget_live(self, run_id: str) -> None:
+        self.live_rate.pop(run_id, None)
+
+    def known(self) -> bool:
+        """Whether a run has finished: trims wait for one (a running run's early steps include its start-up)."""
+        return bool(self.per_update)
+
+    def cost(self, updates: int) -> float | None:
+        """Estimated wall seconds of one run of ``updates`` updates (None: nothing measured yet)."""
+        import statistics
+
+        if self.per_update:
+            return statistics.median(self.fixed) + statistics.median(self.per_update) * updates
+        if self.live_rate:  # before any run has finished: the slowest running run's seconds per step so far
+            return max(self.live_rate.values()) * updates
+        return None
+
+    def makespan(self, in_flight: list[float], stages: list[list[int]]) -> float:
+        """Seconds until the work left is done: runs in flight (their remaining seconds), then each stage (the
+        updates of its runs) laid out on the workers longest first; a stage after the first waits for all work
+        before it (conservative: the plan starts some runs of the next stage early)."""
+        n = max(self.workers, len(in_flight))
+        free = sorted(in_flight) + [0.0] * (n - len(in_flight))
+        for i, stage in enumerate(stages):
+            if i > 0 and stage:
+                free = [max(free)] * n
+            for u in sorted(stage, reverse=True):
+                j = min(range(n), key=free.__getitem__)
+                free[j] += self.cost(u) or 0.0
+        return max(free) if free else 0.0
+
+    def left(self) -> float:
+        return self.seconds - FINALIZE_RESERVE_S - self.elapsed()
+
+    def fits(self, in_flight: list[float], stages: list[list[int]]) -> bool:
+        return self.makespan(in_flight, stages) <= self.left()
+
+
+# ------------------------------------------------------------------------------------------------
+# Progress
+# ------------------------------------------------------------------------------------------------
+class _Progress:
+    """A tqdm bar over the planned runs, with the stage, the best recipe so far and an ETA within the budget."""
+
+    def __init__(self, enabled: bool, budget: Budget):
+        self.budget = budget
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=0, desc="fit", unit="run", file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
+                            bar_format="{desc}: {n_fmt}/{total_fmt} runs |{bar:16}| {elapsed}{postfix}")
+
+    def update(self, done: int, total: int, stage: str, best: str, eta: float | None) -> None:
+        if self.bar is None:
+            return
+        from stabletune.study.runner import format_seconds
+
+        self.bar.total = max(total, done)
+        self.bar.n = done
+        budget_left = max(0.0, self.budget.seconds - self.budget.elapsed())
+        self.bar.set_postfix_str(f"{stage} | best {best} | eta {format_seconds(eta)} "
+                                 f"(budget left {format_seconds(budget_left)})", refresh=True)
+
+    def line(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(f"fit: {text}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# ------------------------------------------------------------------------------------------------
+# The result
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class FitResult:
+    """What :func:`fit` returns (and writes as ``fit.json``)."""
+
+    out_dir: str
+    choice: dict
+    candidates: list[dict]
+    test: dict | None
+    record: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------
+# fit()
+# ------------------------------------------------------------------------------------------------
+def fit(*, out: str | os.PathLike, train_file: str | None = None, dev_file: str | None = None,
+        test_file: str | None = None, task: str | None = None, data_dir: str | None = None,
+        text_columns: list[str] | str | None = None, label_column: str = "label", task_type: str = "auto",
+        model: str = "minilm-l6", metric: str | None = None, budget: float = DEFAULT_BUDGET_S,
+        seeds: int = DEFAULT_SEEDS, workers: int | None = None, overwrite: bool = False, progress: bool = True,
+        space: SearchSpace | None = None, limits: Limits | None = None, run_fn: Callable | None = None,
+        **run_options: Any) -> FitResult:
+    """Search the paper's levers on validation within ``budget`` seconds and write the chosen model to ``out``.
+
+    Example:
+        >>> import stabletune
+        >>> res = stabletune.fit(train_file="train.csv", dev_file="val.csv", test_file="test.csv",
+        ...                      text_columns=["review"], label_column="sentiment", out="sentiment-model")
+        >>> res.choice["recipe"], res.test
+
+    Args:
+        out: the output folder (Hugging Face model + ``fit.json`` + ``README.md`` + ``fit.png``; the search's
+            database and runs under ``out/search/``). An unfinished fit in ``out`` is resumed.
+        train_file, dev_file, test_file: your CSV/JSONL files. The dev file is the validation set (without
+            one, 10 % of the training file, stratified); the test file is scored on the final model only.
+        task, data_dir: a GLUE task instead (its ``split``, default paper-small, or paper-1k for the large
+            tasks, gives validation and test).
+        text_columns, label_column, task_type: as for ``stabletune train``.
+        model: hub name, local folder or ``minilm-l6`` (default, embedded).
+        metric: selects checkpoints and recipes (``acc``, ``f1``, ``f1:LABEL``, ``f1_macro``, ``mcc``,
+            ``pearson``, ``spearman``); default: accuracy for classes, Spearman for regression.
+        budget: wall seconds for the whole fit (default :data:`DEFAULT_BUDGET_S`).
+        seeds: seeds per recipe (at least 3).
+        workers: concurrent runs (default: one per core up to 4; 0 runs them in this process).
+        overwrite: replace a finished fit in ``out`` (start over).
+        space, limits: override the grid and the plan (tests, power users).
+        run_fn: the run function (tests); default :func:`stabletune.train.train`.
+        run_options: other ``RunConfig`` options for every run (``max_seq_length``, ``batch_size``, ...).
+
+    Raises:
+        ConfigError, DataError: bad options or input (before anything is trained).
+    """
+    t0 = time.monotonic()
+    if seeds < 3:
+        raise ConfigError(f"invalid option --seeds: fit judges every recipe by at least 3 seeds, got {seeds}")
+    if not budget or budget <= 0:
+        raise ConfigError(f"invalid option --budget: must be > 0 seconds, got {budget}")
+    for key in run_options:
+        if key in DECIDED:
+            raise ConfigError(f"invalid option {key!r} for fit: {DECIDED[key]}")
+        if key not in FIELDS:
+            raise ConfigError(f"unknown option {key!r}")
+    out_dir = Path(out).expanduser().resolve()
+    _prepare_out(out_dir, overwrite)
+
+    # --- validate everything a run will read, before anything runs ------------------------------------
+    if isinstance(text_columns, str):
+        text_columns = [c.strip() for c in text_columns.split(",") if c.strip()]
+    base = _base_options(train_file=train_file, dev_file=dev_file, task=task, data_dir=data_dir,
+                         text_columns=text_columns, label_column=label_column, task_type=task_type, model=model,
+                         metric=metric, run_options=run_options)
+    base_cfg = make_config(base)
+    from stabletune.cli.train import check_inputs
+    from stabletune.train import load_run_data
+
+    check_inputs(base_cfg)  # --max-seq-length against the model, before reading data
+
+    spec, splits = load_run_data(base_cfg)
+    if test_file is not None:
+        if base_cfg.split != "files":
+            raise ConfigError("invalid option --test-file: with a GLUE task the test set comes from its split; "
+                              "give your own --train-file to use a test file")
+        test_file = str(Path(test_file).expanduser().resolve())
+        load_run_data(replace(base_cfg, test_file=test_file))  # reads and checks the test file
+    depth, hidden = model_shape(base_cfg.model)
+    space = space or search_space(depth=depth, hidden=hidden, n_train=len(splits.train),
+                                  batch_size=base_cfg.batch_size)
+    seed_list = list(range(seeds))
+    floor = METRIC_FLOOR[spec.metric]
+    planner = FitPlanner(space, seed_list, floor)
+    from stabletune.data.batching import encode  # noqa: F401  (fail here, not in a worker, if broken)
+
+    describe = {"kind": "stabletune fit", "base": base, "space": space.to_dict(), "seeds": seed_list,
+                "metric": spec.metric}
+    search_dir = out_dir / "search"
+    search_dir.mkdir(parents=True, exist_ok=True)
+    from stabletune.study.backends import make_backend
+    from stabletune.study.store import StudyLock, Store
+
+    backend = make_backend("local", workers=workers, run_fn=run_fn)
+    budget_ = Budget(budget, backend.capacity, start=t0)
+    limits = limits or Limits()
+    with StudyLock(search_dir / "fit.db"), Store.open(search_dir / "fit.db", create=True) as store:
+        store.save_spec("fit", json.dumps(describe, sort_keys=True, indent=1), None)
+        search = _Search(planner=planner, store=store, backend=backend, budget=budget_, limits=limits,
+                         base_cfg=base_cfg, task_name=spec.name, runs_dir=search_dir / "runs",
+                         progress=progress)
+        view = search.run()
+        if view.choice is None:
+            raise UserError("fit: no recipe finished with every seed (every run failed?); see "
+                            f"{search_dir / 'fit.db'} (stabletune study export)")
+        t_search = time.monotonic() - t0
+        result = _finalize(out_dir, view, planner=planner, search=search, spec=spec, base=base, base_cfg=base_cfg,
+                           space=space, seeds=seed_list, test_file=test_file, budget=budget_, t_search=t_search,
+                           depth=depth, hidden=hidden, val_baseline=majority_baselines_of(splits, spec))
+    _cleanup_runs(search_dir / "runs")
+    return result
+
+
+def majority_baselines_of(splits, spec) -> float | None:
+    """The majority baseline of the validation set (for the model card and degenerate counts)."""
+    from stabletune.metrics import majority_baseline
+    import numpy as np
+
+    labels = np.asarray([e.label for e in splits.validation])
+    return majority_baseline(spec, labels) if len(labels) else None
+
+
+def _base_options(*, train_file, dev_file, task, data_dir, text_columns, label_column, task_type, model, metric,
+                  run_options) -> dict[str, Any]:
+    """RunConfig options shared by every run of the fit (absolute paths: run ids must not depend on cwd)."""
+    base: dict[str, Any] = {"model": model, "optimizer": "adamw", "progress": False}
+    if metric is not None:
+        base["metric"] = metric
+    if train_file is not None:
+        for name, f in (("train_file", train_file), ("dev_file", dev_file)):
+            if f is not None:
+                base[name] = str(Path(f).expanduser().resolve())
+        base.update(split="files", text_columns=list(text_columns or []), label_column=label_column,
+                    task_type=task_type)
+        if task:
+            base["task"] = task
+    else:
+        if task is None:
+            raise ConfigError("give --train-file (your data) or --task (a GLUE task)")
+        from stabletune.tasks import LARGE_TASKS, get_task
+
+        base["task"] = get_task(task).name
+        if data_dir is not None:
+            base["data_dir"] = str(Path(data_dir).expanduser().resolve())
+        if "split" not in run_options:
+            base["split"] = "paper-1k" if base["task"] in LARGE_TASKS else "paper-small"
+        if dev_file is not None:
+            raise ConfigError("invalid option --dev-file: with a GLUE task validation comes from its split")
+    if base.get("model") and Path(str(model)).expanduser().exists():
+        base["model"] = str(Path(str(model)).expanduser().resolve())
+    base.update(run_options)
+    return base
+
+
+def _prepare_out(out_dir: Path, overwrite: bool) -> None:
+    from stabletune.cli.outputs import check_out_folder
+
+    check_out_folder(out_dir, may_exist=True)  # a file, or a place where nothing can be created: refused now
+    if (out_dir / "fit.json").exists():
+        if not overwrite:
+            raise ConfigError(f"{out_dir} holds a finished fit (fit.json); use --overwrite to start over")
+        shutil.rmtree(out_dir)
+    elif out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "search").is_dir():
+        if not overwrite:
+            raise ConfigError(f"output folder {out_dir} exists and is not a fit folder (use --overwrite to "
+                              "replace it)")
+        shutil.rmtree(out_dir)
+
+
+class _Search:
+    """The driver: keeps the workers busy with the plan's needed runs, stores results, trims to the budget."""
+
+    def __init__(self, *, planner: FitPlanner, store, backend, budget: Budget, limits: Limits, base_cfg: RunConfig,
+                 task_name: str, runs_dir: Path, progress: bool):
+        self.planner, self.store, self.backend, self.budget = planner, store, backend, budget
+        self.limits, self.base_cfg, self.task_name, self.runs_dir = limits, base_cfg, task_name, runs_dir
+        self.specs: dict[Run, Any] = {}
+        self.by_id: dict[str, Run] = {}
+        self.results: dict[Run, SeedResult] = {}
+        self.in_flight: dict[str, tuple[Run, float]] = {}
+        self.ran = 0
+        self.failures = 0
+        self.display = _Progress(progress, budget)
+        self.user_error: str | None = None
+        if self.limits.screen is None:
+            self.limits.screen = len(planner.screen_list())
+
+    # --- runs <-> store ------------------------------------------------------------------------------
+    def spec_of(self, run: Run):
+        if run not in self.specs:
+            from stabletune.study.spec import RunSpec, Seeds, run_id_for
+
+            cand, seed = run
+            cfg = replace(self.base_cfg, **cand.overrides(), seed=seed, save_model=True,
+                          out=None, overwrite=True).validate()
+            run_id = run_id_for(cand.key, self.task_name, "final", cfg)
+            spec = RunSpec(run_id=run_id, method=cand.key, task=self.task_name, phase="final", seeds=Seeds(seed),
+                           candidate=cand.overrides(), config=cfg, order=(cand.updates, seed))
+            self.specs[run] = spec
+            self.by_id[run_id] = run
+        return self.specs[run]
+
+    def folder_of(self, run: Run) -> Path:
+        cand, seed = run
+        return self.runs_dir / f"{cand.slug}-s{seed}"
+
+    def _load_results(self) -> None:
+        """Results stored by earlier (killed) invocations of this fit. Failed runs are tried again."""
+        grid = self.planner.space.grid()
+        runs = [(c, s) for c in grid for s in self.planner.seeds]
+        ids = {self.spec_of(r).run_id: r for r in runs}
+        for row in self.store.runs(ids):
+            if row["status"] in ("finished", "diverged", "killed"):
+                self.results[ids[row["run_id"]]] = self._seed_result(row)
+                if row["status"] != "failed" and row["timings"]:
+                    self.budget.observe(json.loads(row["timings"]), row["num_steps"])
+
+    @staticmethod
+    def _seed_result(row) -> SeedResult:
+        summary = json.loads(row["summary"]) if row["summary"] else {}
+        baseline = ((summary.get("data") or {}).get("majority_baseline") or {}).get("validation")
+        val = row["best_val"]
+        degenerate = val is None or (baseline is not None and val <= baseline + 1e-12)
+        return SeedResult(row["status"], val, degenerate, row["wall_s"], row["run_id"], row["best_step"])
+
+    # --- the loop ------------------------------------------------------------------------------------
+    def run(self) -> PlanView:
+        self._load_results()
+        resumed = len(self.results)
+        view = self._view()
+        if resumed:
+            self.display.line(f"resuming: {resumed} run(s) already done in {self.store.path}")
+        started_backend = False
+        try:
+            while True:
+                view = self._view()
+                if view.finished and not self.in_flight:
+                    break
+                todo = [r for r in view.needed if self.spec_of(r).run_id not in self.in_flight]
+                if todo and len(self.in_flight) < self.backend.capacity and self.user_error is None:
+                    if not started_backend:
+                        self.backend.start()
+                        started_backend = True
+                    for run in todo[:self.backend.capacity - len(self.in_flight)]:
+                        self._submit(run)
+                    continue
+                if not self.in_flight:
+                    if self.user_error:
+                        break
+                    raise RuntimeError(f"fit: plan stalled at stage {view.stage}")  # pragma: no cover
+                for msg in self.backend.progress():
+                    self._live(msg)
+                for out in self.backend.wait(timeout=0.5):
+                    self._handle(out)
+                self._refresh(view)
+        except BaseException:
+            if self.in_flight:
+                self.store.reset(list(self.in_flight))
+            self.backend.close(cancel=True)
+            self.display.close()
+            raise
+        self.backend.close()
+        self.display.close()
+        if self.user_error:
+            raise UserError(self.user_error)
+        return view
+
+    def _view(self) -> PlanView:
+        """The plan now, trimmed until the estimated work left fits the budget."""
+        started = set(self.results) | {run for run, _ in self.in_flight.values()}
+        view = self.planner.plan(self.results, started, self.limits)
+        if not self.budget.known():
+            return view
+        n_lrs = len(self.planner.space.lrs)
+        while not self._fits(view):
+            name = next((name for name, trim in TRIMS if trim(self.limits, n_lrs)), None)
+            if name is None:
+                break  # the smallest plan: one recipe with every seed; it runs even past the budget
+            if name not in self.budget.trimmed:
+                self.budget.trimmed.append(name)
+                self.display.line(f"budget: {name}")
+            view = self.planner.plan(self.results, started, self.limits)
+        return view
+
+    def _fits(self, view: PlanView) -> bool:
+        return self.budget.fits(*self._work_left(view))
+
+    def _submit(self, run: Run) -> None:
+        spec = self.spec_of(run)
+        self.store.add_planned([spec])
+        self.store.mark_running(spec.run_id)
+        config = spec.config.to_dict()
+        config.update(out=str(self.folder_of(run)), overwrite=True, save_model=True, progress=False)
+        if config.get("threads") is None and self.backend.name in ("local", "ray"):
+            config["threads"] = self.backend.threads
+        self.in_flight[spec.run_id] = (run, time.monotonic())
+        self.backend.submit({"run_id": spec.run_id, "config": config, "kill": None})
+
+    def _live(self, msg: tuple) -> None:
+        run_id, step, total, _score = msg
+        if run_id in self.in_flight:
+            self.budget.observe_live(run_id, step, total, time.monotonic() - self.in_flight[run_id][1])
+
+    def _handle(self, out: dict) -> None:
+        run_id = out["run_id"]
+        run, _ = self.in_flight.pop(run_id)
+        self.budget.forget_live(run_id)
+        if out.get("user_error"):  # the same mistake would fail every run: stop, keep this one pending
+            self.store.reset([run_id])
+            self.user_error = self.user_error or f"run {run[0].key} seed {run[1]} failed: {out['error']}"
+            return
+        if out.get("ok"):
+            self.store.record_result(run_id, out["result"], started_at=out.get("started_at"), host=out.get("host"))
+            res = out["result"]
+            self.budget.observe(res.get("timings") or {}, res.get("num_steps"))
+        else:
+            self.store.record_failure(run_id, out["error"], started_at=out.get("started_at"), host=out.get("host"))
+            self.display.line(f"run {run[0].key} seed {run[1]} failed: {out['error']}")
+            self.failures += 1
+            if self.failures >= FAIL_FAST and self.failures == self.ran + 1:  # nothing has worked: a bug, not bad luck
+                self.user_error = (f"fit: the first {self.failures} runs all failed (last: {out['error']}); "
+                                   f"see {self.store.path}")
+        row = self.store.runs([run_id])[0]
+        self.results[run] = self._seed_result(row)
+        self.ran += 1
+        self._collect_garbage()
+
+    def _refresh(self, view: PlanView) -> None:
+        done = len(self.results)
+        total = done + len({r for r in view.needed}) + sum(isinstance(x, int) for st in view.stages for x in st)
+        best = "-" if view.choice is None else f"{view.choice.candidate.key} ({view.choice.mean:.4f})"
+        eta = None
+        if self.budget.cost(1) is not None:
+            eta = self.budget.makespan(*self._work_left(view)) + FINALIZE_RESERVE_S
+        self.display.update(done, total, view.stage, best, eta)
+
+    def _work_left(self, view: PlanView) -> tuple[list[float], list[list[int]]]:
+        now = time.monotonic()
+        in_flight = [max(1.0, (self.budget.cost(run[0].updates) or 0.0) - (now - t))
+                     for run, t in self.in_flight.values()]
+        stages = [[(x if isinstance(x, int) else x[0].updates) for x in st
+                   if isinstance(x, int) or self.spec_of(x).run_id not in self.in_flight] for st in view.stages]
+        return in_flight, stages
+
+    def _collect_garbage(self) -> None:
+        """Delete the saved models of screened recipes that were not confirmed: they never get every seed, so
+        they cannot be chosen (the database keeps their results)."""
+        started = set(self.results) | {run for run, _ in self.in_flight.values()}
+        view = self.planner.plan(self.results, started, self.limits)
+        if view.stage == "screen":
+            return
+        s0, u0 = self.planner.seeds[0], self.planner.space.updates[0]
+        alive = {c for c, _ in view.needed} | {c for c, s in started if s != s0 or c.updates != u0}
+        for c, s in self.results:
+            if c not in alive and self.folder_of((c, s)).exists():
+                shutil.rmtree(self.folder_of((c, s)), ignore_errors=True)
+
+
+def _cleanup_runs(runs_dir: Path) -> None:
+    """The chosen model has been copied out: drop every run's saved model (the database keeps the results)."""
+    shutil.rmtree(runs_dir, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# The output folder
+# ------------------------------------------------------------------------------------------------
+def _finalize(out_dir: Path, view: PlanView, *, planner: FitPlanner, search: _Search, spec, base: dict,
+              base_cfg: RunConfig, space: SearchSpace, seeds: list[int], test_file: str | None, budget: Budget,
+              t_search: float, depth: int, hidden: int, val_baseline: float | None) -> FitResult:
+    """Copy the chosen model into ``out_dir``, score the test file with it, write the card, figure and fit.json
+    (last: its presence marks a finished fit)."""
+    t0 = time.monotonic()
+    choice = view.choice
+    best_seed = max(sorted(choice.seeds), key=lambda s: (planner._score(choice.seeds[s]), -s))
+    chosen_run = (choice.candidate, best_seed)
+    chosen_result = choice.seeds[best_seed]
+    src = search.folder_of(chosen_run) / "model"
+    if not (src / "config.json").is_file():  # deleted by an earlier call that had trimmed this recipe away
+        from stabletune.train import train
+
+        log.info("fit: retraining %s seed %d (its saved model was deleted)", choice.candidate.key, best_seed)
+        cfg = replace(search.spec_of(chosen_run).config, out=str(search.folder_of(chosen_run)), overwrite=True)
+        train(cfg)
+    for name in os.listdir(src):  # the model at the top of out_dir: from_pretrained(out_dir) works
+        target = out_dir / name
+        tmp = out_dir / f".{name}.partial"
+        if (src / name).is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(src / name, tmp)
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            shutil.copy2(src / name, tmp)
+        os.replace(tmp, target)
+    test = None
+    if test_file is None and chosen_result.run_id:  # a GLUE task: its split's test half, scored by the run
+        rows = search.store.conn.execute(
+            "SELECT metric, value FROM test_metrics WHERE run_id = ? AND checkpoint = 'best' AND split = 'test'",
+            (chosen_result.run_id,)).fetchall()
+        if rows:
+            metrics = {r["metric"]: r["value"] for r in rows}
+            test = {"file": None, "split": base_cfg.split, "rows": None, "metrics": metrics, "metric": spec.metric,
+                    "score": metrics.get(spec.metric), "majority_baseline": None}
+    if test_file is not None:
+        from stabletune.predict import predict_file
+
+        scored = predict_file(out_dir, test_file, None, progress=False)
+        test = {"file": test_file, "rows": scored.rows, "metrics": scored.metrics, "metric": spec.metric,
+                "score": scored.metrics.get(spec.metric) if scored.metrics else None,
+                "majority_baseline": scored.majority_baseline}
+    candidates = []
+    screen = planner.screen_list()
+    by_cand: dict[Candidate, dict[int, SeedResult]] = {}
+    for (c, s), r in search.results.items():
+        by_cand.setdefault(c, {})[s] = r
+    for c in sorted(by_cand, key=lambda c: (c.updates, planner._order(c, screen))):
+        summ = planner.summary(c, search.results)
+        candidates.append({
+            "candidate": c.key, "lr": c.lr, "layers": c.layers, "reinit_pooler": c.layers > 0,
+            "updates": c.updates, "seeds_run": len(summ.seeds), "complete": summ.complete,
+            "mean_val": summ.mean, "std_val": summ.std, "degenerate": summ.degenerate,
+            "chosen": c == choice.candidate,
+            "seeds": [{"seed": s, "val": r.val, "status": r.status, "degenerate": r.degenerate, "wall_s": r.wall_s,
+                       "best_step": r.best_step, "run_id": r.run_id} for s, r in sorted(summ.seeds.items())]})
+    choice_record = {
+        "candidate": choice.candidate.key, "recipe": choice.candidate.words(), **choice.candidate.overrides(),
+        "optimizer": "adamw (debiased)", "mean_val": choice.mean, "std_val": choice.std,
+        "degenerate": choice.degenerate, "seeds": len(choice.seeds), "shipped_seed": best_seed,
+        "shipped_val": chosen_result.val, "shipped_step": chosen_result.best_step, "run_id": chosen_result.run_id}
+    run_seconds = sum(r.wall_s or 0.0 for r in search.results.values())
+    record = {
+        "stabletune_fit": 1, "name": out_dir.name,
+        "data": {"train_file": base.get("train_file"), "dev_file": base.get("dev_file"), "test_file": test_file,
+                 "task": spec.name, "labels": list(spec.labels) if spec.labels else None,
+                 "task_type": "regression" if spec.is_regression else "classification",
+                 "text_columns": base_cfg.text_columns, "label_column": base_cfg.label_column,
+                 "split": base_cfg.split, "validation_majority_baseline": val_baseline},
+        "metric": spec.metric, "positive_label": (spec.labels[spec.positive_index]
+                                                  if spec.metric == "f1" and spec.positive_index is not None else None),
+        "model": {"source": base_cfg.model, "depth": depth, "hidden": hidden},
+        "space": space.to_dict(), "seeds": seeds,
+        "plan": {"limits": asdict(search.limits), "trimmed": budget.trimmed},
+        "candidates": candidates, "choice": choice_record, "test": test,
+        "timings": {"budget_s": budget.seconds, "search_s": t_search,
+                    "finalize_s": None, "wall_s": None, "runs_this_call": search.ran, "runs": len(search.results),
+                    "run_seconds": run_seconds, "workers": search.backend.capacity},
+        "config": {k: v for k, v in base_cfg.to_dict().items() if k not in ("progress", "out", "overwrite")},
+    }
+    figure = _write_figure(out_dir / "fit.png", candidates, spec.metric)
+    record["figure"] = figure
+    record["timings"]["finalize_s"] = time.monotonic() - t0
+    record["timings"]["wall_s"] = t_search + record["timings"]["finalize_s"]
+    _write_text(out_dir / "README.md", model_card(record))
+    from stabletune.runlog import write_json
+
+    write_json(out_dir / "fit.json", record)
+    return FitResult(str(out_dir), choice_record, candidates, test, record)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _write_figure(path: Path, candidates: list[dict], metric: str) -> str | None:
+    """Validation score per candidate: every seed as a dot, the mean as a bar with its std; the choice in red."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        log.warning("matplotlib is not installed (pip install 'stabletune[report]'): no fit.png")
+        return None
+    fig = Figure(figsize=(max(6.0, 0.55 * len(candidates) + 2), 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for i, c in enumerate(candidates):
+        color = "#d62728" if c["chosen"] else "#1f77b4"
+        vals = [s["val"] for s in c["seeds"] if s["val"] is not None]
+        if c["mean_val"] is not None:
+            ax.bar(i, c["mean_val"], color=color, alpha=0.25 if c["complete"] else 0.1, width=0.7)
+            if c["std_val"]:
+                ax.errorbar(i, c["mean_val"], yerr=c["std_val"], color=color, capsize=3, lw=1)
+        ax.scatter([i] * len(vals), vals, color=color, s=14, zorder=3)
+        failed = len(c["seeds"]) - len(vals)
+        if failed:
+            ax.annotate(f"{failed} failed", (i, min(vals) if vals else 0), fontsize=7, ha="center")
+    ax.set_xticks(range(len(candidates)))
+    ax.set_xticklabels([f"{c['lr']:g}\nL={c['layers']}\n{c['updates']}u" for c in candidates], fontsize=7)
+    ax.set_ylabel(f"validation {metric} (best checkpoint)")
+    ax.set_title("stabletune fit: validation score per candidate (dots: seeds; bar: mean +- std; red: chosen)",
+                 fontsize=9)
+    lows = [s["val"] for c in candidates for s in c["seeds"] if s["val"] is not None]
+    if lows:
+        lo, hi = min(lows), max(lows)
+        pad = max(0.02, 0.1 * (hi - lo))
+        ax.set_ylim(lo - pad, hi + pad)
+    from stabletune.analysis.plots import save_figure
+
+    tmp = path.with_name(".fit.partial.png")
+    save_figure(fig, tmp)
+    os.replace(tmp, path)
+    return path.name
+
+
+def model_card(record: dict) -> str:
+    """The model card (README.md): what was trained, how it was chosen, the table of candidates, how to use it."""
+    d, ch, t, tm = record["data"], record["choice"], record["test"], record["timings"]
+    metric = record["metric"] + (f" of {record['positive_label']!r}" if record.get("positive_label") else "")
+    lines = [
+        "---", "library_name: transformers", "pipeline_tag: text-classification", "tags: [stabletune]", "---", "",
+        f"# {record['name']}: {Path(str(record['model']['source'])).name} fine-tuned by stabletune fit", "",
+        f"A {'regression' if d['task_type'] == 'regression' else 'classification'} model "
+        + (f"with labels {', '.join(map(str, d['labels']))} " if d["labels"] else "")
+        + f"fine-tuned from `{record['model']['source']}` ({record['model']['depth']} layers, hidden "
+          f"{record['model']['hidden']}) by `stabletune fit`, which follows Zhang et al., *Revisiting Few-sample BERT "
+          "Fine-tuning* (ICLR 2021).", "",
+        "## Recipe", "",
+        f"Debiased Adam (bias-corrected AdamW, weight decay 0), {ch['recipe']}, batch size "
+        f"{record['config']['batch_size']}, linear warm-up over the first 10 % of updates then linear decay, "
+        f"dropout {record['config']['dropout']}, gradient clipping at {record['config']['max_grad_norm']}, "
+        f"max sequence length {record['config']['max_seq_length']}; the best of "
+        f"{record['config']['num_evals']} validation checkpoints is kept.", "",
+        f"It was chosen on validation {metric} by its **mean over {ch['seeds']} seeds** "
+        f"({ch['mean_val']:.4f} +- {ch['std_val']:.4f}, {ch['degenerate']} degenerate seed(s) counted); this model "
+        f"is seed {ch['shipped_seed']} of that recipe (validation {_fmt(ch['shipped_val'])}, update "
+        f"{ch['shipped_step']}).", "",
+    ]
+    if t is not None:
+        base = t.get("majority_baseline")
+        lines += [f"**Test** ({Path(t['file']).name}, {t['rows']} rows, scored once on this model): "
+                  + ", ".join(f"{k} {_fmt(v)}" for k, v in (t["metrics"] or {}).items())
+                  + (f" (majority baseline {_fmt(base)})" if base is not None else "") + ".", ""]
+    lines += [
+        "## Candidates", "",
+        f"Validation {metric} at the best checkpoint, mean +- std over the seeds run; a recipe needs every seed "
+        "to be chosen (screened recipes ran one). Degenerate: at or below the majority baseline of the "
+        "validation set, or undefined; such seeds count with the metric's worst value.", "",
+        "| lr | L (pooler + top L) | updates | seeds | mean val | std | degenerate | chosen |",
+        "|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+    for c in record["candidates"]:
+        lines.append(f"| {c['lr']:g} | {c['layers']} | {c['updates']} | {c['seeds_run']} | {_fmt(c['mean_val'])} | "
+                     f"{_fmt(c['std_val'])} | {c['degenerate']} | {'**yes**' if c['chosen'] else ''} |")
+    sp = record["space"]
+    lines += [
+        "", f"Grid: lr {', '.join(f'{v:g}' for v in sp['lrs'])}; L {', '.join(map(str, sp['layers']))}; updates "
+            f"{', '.join(map(str, sp['updates']))}. Search: {tm['runs']} runs, {tm['search_s'] / 60:.1f} min of a "
+            f"{tm['budget_s'] / 60:.1f} min budget on {tm['workers']} worker(s)"
+            + (f"; trimmed to the budget: {', '.join(record['plan']['trimmed'])}" if record["plan"]["trimmed"] else "")
+            + ". Figure: `fit.png`; every run: `fit.json` and `search/fit.db`.", "",
+        "## Use", "", "```bash",
+        f"stabletune predict {record['name']} --input new.csv --output predictions.csv"
+        + (f"   # text column(s): {', '.join(d['text_columns'])}" if d["text_columns"] else ""), "```", "",
+        "```python", "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        f"model = AutoModelForSequenceClassification.from_pretrained(\"{record['name']}\")",
+        f"tokenizer = AutoTokenizer.from_pretrained(\"{record['name']}\")",
+        "# config.id2label names the classes" + (f"; text column(s): {', '.join(d['text_columns'])}"
+                                                 if d["text_columns"] else ""), "```", "",
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "nan" if not math.isfinite(v) else f"{v:.4f}"
+    return str(v)
+
+
+
+class _CallableModule(type(sys)):
+    """``stabletune.fit(...)`` is the function :func:`fit`, also once ``import stabletune.fit`` (or any
+    ``from stabletune.fit import ...``) has bound the package attribute ``fit`` to this module."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> FitResult:
+        return fit(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

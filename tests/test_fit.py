@@ -1,0 +1,392 @@
+"""stabletune fit: the grid, the plan (successive halving over seeds, then longer training), the budget, the
+output folder, resume after SIGKILL, and bad input.
+
+The plan and the budget are tested as pure functions on synthetic scores; the end-to-end tests train the tiny
+random BERT (tests/tinymodel.py) on a tiny learnable dataset with a small grid.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import stabletune
+from stabletune.fit import (TRIMS, Budget, Candidate, FitPlanner, Limits, SearchSpace, SeedResult, layer_grid,
+                            lr_grid, parse_budget, search_space, update_grid)
+from stabletune.errors import ConfigError
+from stabletune.study.store import Store
+from tinymodel import write_user_data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SPACE = SearchSpace(lrs=(1e-4, 2e-4, 4e-4), layers=(0, 1, 2), updates=(96, 200, 400), anchor_lr=2e-4,
+                    anchor_layers=1)
+SEEDS = [0, 1, 2]
+
+
+# ------------------------------------------------------------------------------------------------
+# The grid adapts to the model and the data
+# ------------------------------------------------------------------------------------------------
+def test_grid_adapts_to_depth_width_and_data_size():
+    assert lr_grid(384) == (5e-5, 1e-4, 2e-4)  # the 6-layer MiniLM needs ~1e-4 (docs/LOG.md)
+    assert lr_grid(768) == (2e-5, 5e-5, 1e-4)
+    assert lr_grid(1024) == (1e-5, 2e-5, 5e-5)  # BERT-Large: the paper's 2e-5 in the middle
+    assert layer_grid(6) == (0, 1, 2) and layer_grid(12) == (0, 2, 4) and layer_grid(24) == (0, 4, 8)
+    assert layer_grid(2) == (0, 1) and layer_grid(1) == (0,)
+    assert update_grid(1000, 32) == (96, 200, 400)  # Section 6: 3 epochs = 96 updates, then 200, 400
+    assert update_grid(3668, 32) == (345, 800, 1600)  # MRPC's full train set: rungs >= 1.5 x 3 epochs
+    sp = search_space(depth=6, hidden=384, n_train=1000, batch_size=32)
+    assert (sp.anchor_lr, sp.anchor_layers) == (1e-4, 1)
+    assert len(sp.grid()) == 27
+
+
+def test_parse_budget():
+    assert parse_budget("900") == 900 and parse_budget("90s") == 90 and parse_budget("20m") == 1200
+    assert parse_budget("1.5h") == 5400 and parse_budget(60) == 60
+    for bad in ("soon", "-5m", "0", "nanm"):
+        with pytest.raises(ConfigError, match="--budget"):
+            parse_budget(bad)
+
+
+# ------------------------------------------------------------------------------------------------
+# The plan, on synthetic scores
+# ------------------------------------------------------------------------------------------------
+def simulate(score, *, limits: Limits | None = None, seeds=SEEDS, space=SPACE):
+    """Run the plan to the end, one run at a time, with ``score(candidate, seed)`` as every run's validation
+    score. Returns (the runs in the order started, the final view)."""
+    planner = FitPlanner(space, seeds, floor=0.0)
+    limits = limits or Limits(screen=len(planner.screen_list()))
+    results: dict = {}
+    order = []
+    for _ in range(200):
+        view = planner.plan(results, set(results), limits)
+        if view.finished:
+            return order, view
+        run = view.needed[0]
+        order.append(run)
+        v = score(*run)
+        results[run] = SeedResult("finished", v, degenerate=v is None or not v > 0.5)
+    raise AssertionError("the plan did not finish")
+
+
+def test_plan_screens_then_confirms_then_lengthens_while_it_helps():
+    def score(c, s):  # lr 4e-4 best, L=2 best, longer helps up to 200 updates only
+        base = {1e-4: 0.6, 2e-4: 0.7, 4e-4: 0.8}[c.lr] + {0: 0.0, 1: 0.01, 2: 0.02}[c.layers]
+        return base + {96: 0.0, 200: 0.05, 400: 0.03}[c.updates] + 0.001 * s
+
+    order, view = simulate(score)
+    screen = [c for c, s in order if s == 0 and c.updates == 96]
+    # learning rates at the anchor L (anchor first), the other L at the anchor lr, then the best combination
+    assert screen == [Candidate(2e-4, 1, 96), Candidate(4e-4, 1, 96), Candidate(1e-4, 1, 96),
+                      Candidate(2e-4, 0, 96), Candidate(2e-4, 2, 96), Candidate(4e-4, 2, 96)]
+    confirmed = {c for c, s in order if s > 0 and c.updates == 96}
+    assert confirmed == {Candidate(4e-4, 2, 96), Candidate(4e-4, 1, 96)}  # top 2 of the screen get every seed
+    longer = [c for c, s in order if c.updates > 96]
+    assert set(longer) == {Candidate(4e-4, 2, 200), Candidate(4e-4, 2, 400)}  # 400 tried since 200 helped
+    assert view.choice.candidate == Candidate(4e-4, 2, 200)  # 400 did not beat 200
+    assert view.choice.complete and len(view.choice.seeds) == 3
+    assert len(order) == 6 + 4 + 6
+
+
+def test_plan_stops_lengthening_when_longer_does_not_help():
+    order, view = simulate(lambda c, s: 0.8 - (0.02 if c.updates > 96 else 0) + 0.001 * s)
+    assert {c.updates for c, _ in order} == {96, 200}  # 400 never tried
+    assert view.choice.candidate.updates == 96
+
+
+def test_a_degenerate_seed_counts_as_the_worst_score_not_dropped():
+    # lr 4e-4 is best on seeds 0 and 2 but collapses (NaN) on seed 1: its mean counts 0.0 for that seed
+    def score(c, s):
+        if c.lr == 4e-4:
+            return math.nan if s == 1 else 0.9
+        return 0.8 if c.lr == 2e-4 else 0.6
+
+    _, view = simulate(score, limits=Limits(screen=3, combo=False, confirm=2, lengthen=0))
+    by = {s.candidate.lr: s for s in view.complete}
+    assert by[4e-4].mean == pytest.approx((0.9 + 0.0 + 0.9) / 3) and by[4e-4].degenerate == 1
+    assert view.choice.candidate.lr == 2e-4  # the stable recipe wins
+
+
+def test_screen_winners_are_confirmed_as_soon_as_they_are_certain():
+    planner = FitPlanner(SPACE, SEEDS, floor=0.0)
+    limits = Limits(screen=5, combo=False, confirm=2, lengthen=1)
+    screen = planner.screen_list()
+    results = {(c, 0): SeedResult("finished", 0.9 - 0.1 * i, False) for i, c in enumerate(screen[:4])}
+    view = planner.plan(results, set(results) | {(screen[4], 0)}, limits)
+    # one screen run still open: the current best is sure to stay in the top 2, the second is not
+    assert (screen[0], 1) in view.needed and (screen[0], 2) in view.needed
+    assert (screen[1], 1) not in view.needed
+    assert view.stage == "screen"
+
+
+def test_choice_needs_every_seed_and_ties_prefer_fewer_updates():
+    order, view = simulate(lambda c, s: 0.7, limits=Limits(screen=2, combo=False, confirm=1, lengthen=1, ladder=1))
+    assert view.choice.candidate == Candidate(2e-4, 1, 96)  # tie with its 200-update version: the shorter one
+    assert all(s.complete for s in view.complete)
+
+
+# ------------------------------------------------------------------------------------------------
+# The budget
+# ------------------------------------------------------------------------------------------------
+def test_budget_estimates_cost_and_makespan():
+    b = Budget(1000, workers=2, start=0.0)
+    assert b.cost(100) is None and not b.known()
+    b.observe({"wall_s": 30.0, "train_s": 20.0}, 100)  # 10 s fixed + 0.2 s per update
+    b.observe({"wall_s": 52.0, "train_s": 40.0}, 200)
+    assert b.cost(100) == pytest.approx(11.0 + 0.2 * 100)
+    b2 = Budget(1000, workers=2, start=0.0)
+    b2.observe({"wall_s": 30.0, "train_s": 20.0}, 100)
+    # two workers: 4 runs of 30 s = 60 s; a second stage waits for the first: + 30 s for one run
+    assert b2.makespan([], [[100] * 4, [100]]) == pytest.approx(90.0)
+    assert b2.makespan([25.0], [[100]]) == pytest.approx(30.0)  # the idle worker takes it at once
+    b2.observe_live("r", 1, 100, 50.0)  # the first steps carry start-up: ignored below 10 %
+    assert "r" not in b2.live_rate
+
+
+def test_trims_shrink_the_plan_in_order_until_it_fits():
+    planner = FitPlanner(SPACE, SEEDS, floor=0.0)
+    limits = Limits(screen=len(planner.screen_list()))
+    applied = []
+    for name, trim in TRIMS:
+        while trim(limits, len(SPACE.lrs)):
+            applied.append(name)
+    assert applied[:5] == ["no second longer rung", "no combination screen", "one recipe confirmed",
+                           "learning rates screened at one L only", "no longer training"]
+    assert limits == Limits(screen=1, combo=False, confirm=1, lengthen=0, ladder=1)
+    # the smallest plan still gives one recipe with every seed
+    _, view = simulate(lambda c, s: 0.7, limits=limits)
+    assert view.choice is not None and len(view.choice.seeds) == 3
+
+
+# ------------------------------------------------------------------------------------------------
+# End to end on the tiny model
+# ------------------------------------------------------------------------------------------------
+TINY_SPACE = dict(lrs=(3e-3, 1e-2), layers=(0, 1), updates=(9, 18), anchor_lr=3e-3, anchor_layers=1)
+
+
+def tiny_fit(tiny_model, data: dict, out: Path, **kw):
+    options = dict(train_file=data["train"], dev_file=data["val"], test_file=data.get("test"),
+                   text_columns=["review"], label_column="verdict", model=str(tiny_model), out=out, budget=600,
+                   workers=0, progress=False, batch_size=16, num_evals=3, threads=1,
+                   space=SearchSpace(**TINY_SPACE))
+    options.update(kw)
+    return stabletune.fit(**options)
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("fit")
+    data = write_user_data(root / "data")
+    res = tiny_fit(tiny_model, data, root / "model")
+    return res, data, root / "model"
+
+
+def test_fit_writes_model_card_figure_and_every_candidate(fitted):
+    res, data, out = fitted
+    record = json.loads((out / "fit.json").read_text())
+    assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+    assert (out / "tokenizer.json").is_file() or (out / "vocab.txt").is_file()
+    assert (out / "fit.png").stat().st_size > 1000 and record["figure"] == "fit.png"
+    assert not (out / "search" / "runs").exists()  # run checkpoints dropped; the database stays
+    assert (out / "search" / "fit.db").is_file()
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["id2label"] == {"0": "no", "1": "yes"}  # the user's label names
+    assert cfg["stabletune"]["text_columns"] == ["review"] and cfg["stabletune"]["label_column"] == "verdict"
+    cands = record["candidates"]
+    assert sum(c["chosen"] for c in cands) == 1
+    chosen = next(c for c in cands if c["chosen"])
+    assert chosen["complete"] and chosen["seeds_run"] == 3
+    for c in cands:
+        vals = [s["val"] for s in c["seeds"]]
+        assert c["mean_val"] == pytest.approx(sum(vals) / len(vals))  # tiny data: no NaN seeds here
+        assert {"std_val", "degenerate", "lr", "layers", "updates"} <= set(c)
+    assert record["choice"]["mean_val"] == max(c["mean_val"] for c in cands if c["complete"])
+    assert record["choice"]["shipped_val"] == max(s["val"] for s in chosen["seeds"])
+    assert record["test"]["score"] == record["test"]["metrics"]["acc"]
+    assert record["test"]["score"] > record["test"]["majority_baseline"]  # the tiny task is learnable
+    assert record["timings"]["wall_s"] < record["timings"]["budget_s"] * 1.1
+    assert record["plan"]["trimmed"] == []  # a generous budget: the whole plan ran
+    card = (out / "README.md").read_text()
+    assert "| lr | L (pooler + top L) | updates |" in card
+    assert sum(line.startswith(("| 0.0", "| 1e-", "| 3e-")) for line in card.splitlines()) == len(cands)
+    assert record["choice"]["recipe"] in card and "mean over 3 seeds" in card
+
+
+def test_fit_output_reloads_with_plain_transformers(fitted):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    _, _, out = fitted
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    tok = AutoTokenizer.from_pretrained(out)
+    with torch.inference_mode():
+        logits = model(**tok(["great superb fine film", "awful dull sad film"], return_tensors="pt",
+                             padding=True)).logits
+    assert [model.config.id2label[i] for i in logits.argmax(-1).tolist()] == ["yes", "no"]
+
+
+def test_budget_trims_the_plan_from_measured_run_costs(tiny_model, tmp_path):
+    """Runs that report 100 s (90 s of training for 9 updates): with a 400 s budget, after the first run the
+    estimate no longer fits, so the plan is trimmed in TRIMS order until it does; the chosen recipe still has
+    every seed."""
+    from stabletune.train import train
+
+    def slow_on_paper(cfg, out_dir=None, *, callback=None):
+        res = train(cfg, out_dir, callback=callback)
+        res.timings.update(wall_s=10.0 + 10.0 * cfg.max_steps, train_s=10.0 * cfg.max_steps)
+        return res
+
+    data = write_user_data(tmp_path / "data")
+    res = tiny_fit(tiny_model, data, tmp_path / "model", budget=400, run_fn=slow_on_paper)
+    record = res.record
+    assert record["plan"]["trimmed"] == ["no second longer rung", "no combination screen", "one recipe confirmed",
+                                         "learning rates screened at one L only", "no longer training"]
+    ran = {(c["lr"], c["layers"], c["updates"]): c["seeds_run"] for c in record["candidates"]}
+    assert set(ran) == {(3e-3, 1, 9), (1e-2, 1, 9)} and sorted(ran.values()) == [1, 3]
+    assert record["choice"]["seeds"] == 3
+
+
+def test_finished_fit_is_not_redone_without_overwrite(fitted, tiny_model):
+    _, data, out = fitted
+    with pytest.raises(ConfigError, match="finished fit"):
+        tiny_fit(tiny_model, data, out)
+
+
+def test_fit_resumes_after_sigkill_without_recomputing(tiny_model, tmp_path):
+    """SIGKILL the fit while its 5th run trains (the child blocks there and says so; no timing involved), rerun:
+    the 4 finished runs are reused as stored, the interrupted one is redone, and the fit completes."""
+    data = write_user_data(tmp_path / "data")
+    out = tmp_path / "model"
+    child = tmp_path / "child.py"
+    child.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT / 'tests')!r})
+        from pathlib import Path
+        import stabletune
+        from stabletune.train import train
+        from test_fit import tiny_fit
+        calls = []
+        def run_fn(cfg, out_dir=None, *, callback=None):
+            calls.append(cfg)
+            if len(calls) == 5:
+                print("BLOCKED", flush=True)
+                sys.stdin.read()  # never returns: the parent kills us here
+            return train(cfg, out_dir, callback=callback)
+        data = {{k: Path(v) for k, v in {json.dumps({k: str(v) for k, v in data.items()})}.items()}}
+        tiny_fit({str(tiny_model)!r}, data, Path({str(out)!r}), run_fn=run_fn)
+    """))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen([sys.executable, str(child)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert line.strip() == "BLOCKED", proc.stderr.read()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    db = out / "search" / "fit.db"
+    with Store.open(db, readonly=True) as s:
+        before = {r["run_id"]: dict(r) for r in s.runs()}
+    done_before = {i: r for i, r in before.items() if r["status"] == "finished"}
+    assert len(done_before) == 4 and sum(r["status"] == "running" for r in before.values()) == 1
+    assert not (out / "fit.json").exists()
+
+    calls = []
+
+    def recording(cfg, out_dir=None, *, callback=None):
+        from stabletune.train import train
+
+        calls.append(cfg)
+        return train(cfg, out_dir, callback=callback)
+
+    res = tiny_fit(tiny_model, data, out, run_fn=recording)
+    with Store.open(db, readonly=True) as s:
+        after = {r["run_id"]: dict(r) for r in s.runs()}
+    for run_id, row in done_before.items():  # stored as they were: not recomputed
+        assert after[run_id]["finished_at"] == row["finished_at"] and after[run_id]["attempts"] == 1
+    rerun_ids = {r for r, row in after.items() if row["attempts"] > 1}
+    assert len(rerun_ids) == 1 and before[rerun_ids.pop()]["status"] == "running"
+    assert len(calls) == len(after) - 4
+    assert all(r["status"] == "finished" for r in after.values())
+    assert (out / "fit.json").is_file() and res.choice["seeds"] == 3
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad input: one line, exit 2, nothing written
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", ["missing column", "no text columns", "empty train", "unknown test label",
+                                  "two seeds", "bad budget", "bad metric", "regression metric",
+                                  "missing file", "dev file with glue", "out is a file", "too long"])
+def test_fit_bad_input_one_line_exit_2(case, tiny_model, tmp_path, capsys):
+    from stabletune.cli import main
+
+    data = write_user_data(tmp_path / "data")
+    args = ["fit", "--train-file", str(data["train"]), "--dev-file", str(data["val"]), "--text-columns", "review",
+            "--label-column", "verdict", "--model", str(tiny_model), "--out", str(tmp_path / "out"),
+            "--no-progress"]
+    if case == "missing column":
+        args[args.index("review")] = "body"
+    elif case == "no text columns":
+        i = args.index("--text-columns")
+        del args[i:i + 2]
+    elif case == "empty train":
+        data["train"].write_text("id,review,verdict\n")
+    elif case == "unknown test label":
+        data["test"].write_text(data["test"].read_text().replace(",no\n", ",maybe\n", 1))
+        args += ["--test-file", str(data["test"])]
+    elif case == "two seeds":
+        args += ["--seeds", "2"]
+    elif case == "bad budget":
+        args += ["--budget", "a while"]
+    elif case == "bad metric":
+        args += ["--metric", "f1:maybe"]
+    elif case == "regression metric":
+        args += ["--metric", "spearman"]
+    elif case == "missing file":
+        args[args.index(str(data["val"]))] = str(tmp_path / "nope.csv")
+    elif case == "dev file with glue":
+        args = ["fit", "--task", "rte", "--dev-file", str(data["val"]), "--out", str(tmp_path / "out")]
+    elif case == "out is a file":
+        (tmp_path / "out").write_text("")
+    elif case == "too long":
+        args += ["--max-seq-length", "100000"]
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("stabletune: error:") and "Traceback" not in err, err
+    assert not (tmp_path / "out").is_dir()
+
+
+@pytest.mark.slow
+def test_bench_fit_tiny_smoke(tiny_model, tmp_path):
+    """benchmarks/bench_fit.py end to end at tiny scale (48 rows, tiny model and grid): every part runs and the
+    report has every number the issue's targets need."""
+    import importlib.util
+
+    from tinymodel import glue_dir
+
+    spec = importlib.util.spec_from_file_location("bench_fit", ROOT / "benchmarks" / "bench_fit.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--tiny", "--model", str(tiny_model), "--glue", str(glue_dir()), "--out", str(tmp_path),
+                       "--no-progress"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report["datasets"]) == {"sentiment", "paraphrase", "similarity"}
+    for name, r in report["datasets"].items():
+        assert r["train"]["defaults"]["mean3"] is not None and r["fit"]["test"] is not None
+        assert r["fit"]["same_space_as_grid"]
+        assert ("grid" in r) == (name != "paraphrase")
+    assert report["datasets"]["paraphrase"]["metric"] == "f1:yes"
+    assert {"fit_choice_within_1pt_of_grid_best", "budget_at_most_quarter_of_grid"} <= set(
+        report["targets"]["sentiment"])
+    assert (tmp_path / "report.md").read_text().startswith("# bench_fit")
