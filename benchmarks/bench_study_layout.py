@@ -115,8 +115,9 @@ def layouts(cores: int, ks: list[int]) -> list[dict]:
 def run(args) -> dict:
     from stabletune.data.batching import steps_per_epoch
 
+    # encoder_impl hf: vectorised ensembles run the Hugging Face forward, so every layout uses it (like with like)
     base = {"task": args.task, "data_dir": args.data_dir, "split": "paper-1k", "model": args.model,
-            "progress": False, "max_steps": args.steps, "num_evals": 1}
+            "progress": False, "max_steps": args.steps, "num_evals": 1, "encoder_impl": "hf"}
     if args.quick:
         base.update(train_size=64)
     train_n = 64 if args.quick else 1000

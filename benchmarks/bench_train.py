@@ -13,9 +13,14 @@ Methods, all on the same model (default: the embedded MiniLM-L6), task, ``paper-
 number of steps:
 
 * ``stabletune``: :func:`stabletune.train.train` itself, run with the paper-1k recipe and stopped by its callback
-  after ``1 + steps`` updates (so the real setup, batching, techniques.prepare and step code run, unchanged).
+  after ``1 + steps`` updates (so the real setup, batching, techniques.prepare and step code run, unchanged),
+  on the default path: random batches (the paper's) and the unpadded encoder (``stabletune.unpadded``).
   The one warm-up update is not timed; the final test evaluation that ``train`` does for a stopped run is skipped
   (it happens after the timed window). Each repeat uses another data seed, so other batches are sampled.
+* ``stabletune-grouped``: the same with length-grouped batches on the Hugging Face (padded) forward: little
+  padding, but batches drawn otherwise than the paper's. ``stabletune-hf-random`` (not run by default): random
+  batches on the Hugging Face forward. Each method's ``group_by_length`` and ``encoder_impl`` are set explicitly
+  (:data:`STABLETUNE_METHODS`), so the benchmark does not depend on RunConfig's defaults.
 * ``official``: ``benchmarks/baselines/official.py``: every batch padded to 128 tokens, random sampler, eager
   attention, fp32, foreach AdamW, loss from the model, clip, scheduler.
 * ``trainer``: ``transformers.Trainer`` with its default ``DataCollatorWithPadding`` (pad to the longest in a
@@ -35,7 +40,9 @@ FLOPs of one update with ``B`` sequences of padded length ``T`` (encoder of ``L`
 i.e. ``6 * P * tokens`` for the dense layers, ``12 * L * d * T^2`` per sequence for attention (Q K^T and
 attention x V), plus pooler and classifier; backward = 2 x forward. Embedding look-ups, layer norms, softmax,
 GELU, dropout and the optimizer do no matmul work and are not counted (they are what keeps a step below peak).
-"Useful" FLOPs use the real lengths instead of the padded ones.
+"Useful" FLOPs use the real lengths instead of the padded ones. For the unpadded encoder the executed FLOPs are
+counted as the useful ones (its dense layers see no padding; its attention pads within groups of similar lengths,
+and its last block runs for the first tokens only, which the formula does not credit).
 
 Also measured: the fraction of peak of one update at fixed lengths (16, 64, 128 tokens), and the wall time of one
 full ``paper-1k`` run (3 epochs, 10 evaluations, test) through ``stabletune.train.train``.
@@ -67,8 +74,13 @@ import torch  # noqa: E402
 from baselines import official  # noqa: E402
 
 TASKS = ("cola", "sst-2", "mrpc", "rte")
-METHODS = ("stabletune", "official", "trainer", "stabletune-random")
-DEFAULT_METHODS = ("stabletune", "official", "trainer")
+METHODS = ("stabletune", "stabletune-grouped", "official", "trainer", "stabletune-hf-random")
+DEFAULT_METHODS = ("stabletune", "stabletune-grouped", "official", "trainer")
+STABLETUNE_METHODS = {  # RunConfig options of each stabletune method, set explicitly (independent of defaults)
+    "stabletune": {"group_by_length": False, "encoder_impl": "unpadded"},  # the default path: the paper's batches
+    "stabletune-grouped": {"group_by_length": True, "encoder_impl": "hf"},  # length-grouped batches, HF forward
+    "stabletune-hf-random": {"group_by_length": False, "encoder_impl": "hf"},  # the paper's batches, HF forward
+}
 BATCH_SIZE = 32
 LR = 2e-5
 
@@ -186,14 +198,14 @@ class Window:
             return True
         return False
 
-    def result(self, dims: Dims) -> dict:
+    def result(self, dims: Dims, *, unpadded: bool = False) -> dict:
         if self.t1 is None:
             raise RuntimeError(f"only {self.done} of {1 + self.steps} updates ran")
         peak = self.rss.stop()
         dt = self.t1 - self.t0
         n = self.done - 1
-        flops = dims.step_flops(self.padded, self.padded_sq, self.examples)
         useful = dims.step_flops(self.real, self.real_sq, self.examples)
+        flops = useful if unpadded else dims.step_flops(self.padded, self.padded_sq, self.examples)
         return {"seconds": dt, "steps": n, "examples": self.examples, "examples_per_s": self.examples / dt,
                 "s_per_step": dt / n, "mean_width": float(np.mean(self.widths)), "padded_tokens": self.padded,
                 "real_tokens": self.real, "flop_per_s": flops / dt, "useful_flop_per_s": useful / dt,
@@ -261,21 +273,24 @@ def _instrumented_stabletune(window: Window):
         train_mod.collate, train_mod.evaluate = real_collate, real_evaluate
 
 
-def run_stabletune(data: TaskData, args, steps: int, repeat: int, *, group_by_length: bool = True) -> dict:
+def run_stabletune(data: TaskData, args, steps: int, repeat: int, *, method: str = "stabletune") -> dict:
     from stabletune.config import make_config
     from stabletune.train import train
 
     cfg = make_config({"task": data.task, "data_dir": args.data_dir, "split": "paper-1k", "model": args.model,
                        "threads": args.threads, "progress": False, "num_evals": 1, "seed": 0,
-                       "data_seed": repeat, "group_by_length": group_by_length})
+                       "data_seed": repeat, **STABLETUNE_METHODS[method]})
     window = Window(steps)
     with _instrumented_stabletune(window) as pending:
         def callback(event):
             return event["event"] == "step" and window.step(pending.pop(0))
 
         res = train(cfg, None, callback=callback)
-    out = window.result(Dims(_config_of(args.model, data.num_labels), data.num_labels))
+    encoder = res.environment["encoder"]
+    out = window.result(Dims(_config_of(args.model, data.num_labels), data.num_labels),
+                        unpadded=encoder == "unpadded")
     out["loss_first"] = res.train_log[0]["loss"]
+    out["encoder"] = encoder
     return out
 
 
@@ -328,13 +343,14 @@ def run_trainer(data: TaskData, args, steps: int, repeat: int) -> dict:
     return out
 
 
-def run_stabletune_random(data: TaskData, args, steps: int, repeat: int) -> dict:
-    """stabletune without length grouping (``--no-group-by-length``): dynamic padding of random batches only."""
-    return run_stabletune(data, args, steps, repeat, group_by_length=False)
+def _stabletune_runner(method: str):
+    def run_method(data: TaskData, args, steps: int, repeat: int) -> dict:
+        return run_stabletune(data, args, steps, repeat, method=method)
+    return run_method
 
 
-RUNNERS = {"stabletune": run_stabletune, "official": run_official, "trainer": run_trainer,
-           "stabletune-random": run_stabletune_random}
+RUNNERS = {"official": run_official, "trainer": run_trainer,
+           **{m: _stabletune_runner(m) for m in STABLETUNE_METHODS}}
 
 _CONFIGS: dict = {}
 
@@ -455,7 +471,7 @@ def end_to_end(args) -> dict:
     from stabletune.train import train
 
     over = {"task": args.e2e_task, "data_dir": args.data_dir, "split": "paper-1k", "model": args.model,
-            "threads": args.threads, "progress": False}
+            "threads": args.threads, "progress": False, **STABLETUNE_METHODS["stabletune"]}
     if args.quick:
         over.update(max_steps=4, num_evals=2)
     t = time.perf_counter()
@@ -478,10 +494,11 @@ def ensemble_speed(args, data: TaskData, ks: list[int], steps: int, repeats: int
         for k in ks[r % len(ks):] + ks[:r % len(ks)]:
             cfgs = [make_config({"task": data.task, "data_dir": args.data_dir, "split": "paper-1k",
                                  "model": args.model, "threads": args.threads, "progress": False,
-                                 "num_evals": 1, "seed": 100 * r + i}) for i in range(k)]
+                                 "num_evals": 1, "seed": 100 * r + i, **STABLETUNE_METHODS["stabletune-grouped"]})
+                    for i in range(k)]
             release_memory()
-            if k == 1:
-                rows[k].append(run_stabletune(data, args, steps, 100 * r))
+            if k == 1:  # vectorised ensembles run on the Hugging Face path: compare with the same path
+                rows[k].append(run_stabletune(data, args, steps, 100 * r, method="stabletune-grouped"))
                 continue
             window = Window(steps)
 
@@ -565,6 +582,7 @@ def run(args) -> dict:
             row = {"task": t, "method": m, "examples_per_s": med[m],
                    "examples_per_s_all": [x["examples_per_s"] for x in xs],
                    "s_per_step": statistics.median(x["s_per_step"] for x in xs),
+                   "real_tokens_per_s": statistics.median(x["real_tokens"] / x["seconds"] for x in xs),
                    "mean_width": float(np.mean([x["mean_width"] for x in xs])),
                    "pad_fraction": 1 - sum(x["real_tokens"] for x in xs) / sum(x["padded_tokens"] for x in xs),
                    "flop_per_s": statistics.median(x["flop_per_s"] for x in xs),
@@ -574,10 +592,17 @@ def run(args) -> dict:
             row["useful_fraction_of_peak"] = row["useful_flop_per_s"] / peak
             if "optimizer" in xs[0]:
                 row["optimizer"] = xs[0]["optimizer"]
-            for other in ("official", "trainer"):
+            row["encoder"] = xs[0].get("encoder", "hf")
+            for other in ("official", "trainer", "stabletune-grouped"):
                 if other in med and m != other:
                     row[f"vs_{other}"] = med[m] / med[other]
             rows.append(row)
+        # real tokens/s: a grouped batch is all-short or all-long, so over a few updates its examples/s depends on
+        # which batches were drawn; per real token the methods compare on the same footing
+        tok = {r["method"]: r["real_tokens_per_s"] for r in rows if r["task"] == t}
+        for r in rows:
+            if r["task"] == t and "stabletune-grouped" in tok and r["method"] != "stabletune-grouped":
+                r["tokens_vs_stabletune-grouped"] = r["real_tokens_per_s"] / tok["stabletune-grouped"]
     fixed_rows = []
     if fixed:
         for T in args.fixed_lengths:
@@ -619,15 +644,22 @@ def fmt_table(res: dict) -> str:
            f"updates x {res['settings']['repeats']} repeats (medians), fp32 matmul peak "
            f"{res['gemm_peak_flop_per_s'] / G:.1f} GFLOP/s ({res['settings']['gemm_n']}^2 GEMM, best of "
            f"{len(res['gemm_flop_per_s_all'])} samples)", ""]
-    hdr = (f"{'task':6} {'method':10} {'ex/s':>7} {'s/step':>7} {'width':>6} {'pad%':>5} {'vs off':>7} "
-           f"{'vs HF':>6} {'GFLOP/s':>8} {'%peak':>6} {'useful%':>7} {'RSS MB':>7}")
+    hdr = (f"{'task':6} {'method':20} {'encoder':8} {'ex/s':>7} {'s/step':>7} {'width':>6} {'pad%':>5} "
+           f"{'vs off':>7} {'vs HF':>6} {'vs grp':>6} {'tok/s':>6} {'grp tok':>7} {'GFLOP/s':>8} {'%peak':>6} "
+           f"{'useful%':>7} {'RSS MB':>7}")
     out += [hdr, "-" * len(hdr)]
     for r in res["rows"]:
-        out.append(f"{r['task']:6} {r['method']:10} {r['examples_per_s']:7.1f} {r['s_per_step']:7.3f} "
-                   f"{r['mean_width']:6.1f} {100 * r['pad_fraction']:5.1f} "
+        out.append(f"{r['task']:6} {r['method']:20} {r['encoder']:8} {r['examples_per_s']:7.1f} "
+                   f"{r['s_per_step']:7.3f} {r['mean_width']:6.1f} {100 * r['pad_fraction']:5.1f} "
                    f"{_fmt_ratio(r.get('vs_official')):>7} {_fmt_ratio(r.get('vs_trainer')):>6} "
+                   f"{_fmt_ratio(r.get('vs_stabletune-grouped')):>6} {r['real_tokens_per_s']:6.0f} "
+                   f"{_fmt_ratio(r.get('tokens_vs_stabletune-grouped')):>7} "
                    f"{r['flop_per_s'] / G:8.1f} {100 * r['fraction_of_peak']:6.1f} "
                    f"{100 * r['useful_fraction_of_peak']:7.1f} {(r['peak_rss_mb'] or 0):7.0f}")
+    out.append("pad% is the padding in the batches; the unpadded encoder computes on the real tokens only; "
+               "vs grp = examples/s relative to stabletune-grouped; tok/s = real tokens per second, grp tok = "
+               "that relative to stabletune-grouped (grouped batches are all-short or all-long: over few updates "
+               "their examples/s depends on which were drawn)")
     if res["fixed_length"]:
         out += ["", "one stabletune update at fixed length (batch 32, synthetic tokens): fraction of matmul peak",
                 f"{'tokens':>6} {'s/step':>7} {'fwd+bwd s':>9} {'%peak step':>10} {'%peak fwd+bwd':>13}"]

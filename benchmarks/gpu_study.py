@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "src"))
 STUDY = """
 name: layout
 data_dir: {data_dir}
-base: {{model: {model}, split: paper-1k, lr: 1.0e-4, progress: false}}
+base: {{model: {model}, split: paper-1k, lr: 1.0e-4, progress: false, encoder_impl: hf}}
 methods:
   standard: {{}}
 tasks: [{task}]
@@ -63,7 +63,7 @@ def check_equivalence(model: str, data_dir: str, task: str) -> dict:
 
     cfgs = [make_config({"task": task, "data_dir": data_dir, "model": model, "split": "paper-1k", "seed": s,
                          "dropout": 0.0, "precision": "fp32", "max_steps": 30, "num_evals": 3, "lr": 1e-4,
-                         "progress": False}) for s in range(3)]
+                         "progress": False, "encoder_impl": "hf"}) for s in range(3)]
     sep = [train(c) for c in cfgs]
     ens = train_ensemble(cfgs, [None] * 3)
     loss = max(abs(a["loss"] - b["loss"]) for s, e in zip(sep, ens) for a, b in zip(s.train_log, e.train_log))

@@ -48,10 +48,19 @@ def test_bench_train_quick(tiny_model, capsys):
                        "--json", "--ensemble", "2"]) == 0
     res = json.loads(capsys.readouterr().out)
     rows = {r["method"]: r for r in res["rows"]}
-    expected = {"stabletune", "official"} | ({"trainer"} if bench.trainer_available() is None else set())
+    expected = {"stabletune", "stabletune-grouped", "official"} | (
+        {"trainer"} if bench.trainer_available() is None else set())
     assert set(rows) == expected and all(r["task"] == "rte" for r in rows.values())
-    assert rows["official"]["mean_width"] == 128 and rows["stabletune"]["mean_width"] < 128
-    assert 0 < rows["stabletune"]["pad_fraction"] < rows["official"]["pad_fraction"] < 1
+    assert rows["stabletune"]["encoder"] == "unpadded" and rows["stabletune-grouped"]["encoder"] == "hf"
+    assert rows["official"]["mean_width"] == 128 and rows["stabletune-grouped"]["mean_width"] < 128
+    assert 0 < rows["stabletune-grouped"]["pad_fraction"] < rows["official"]["pad_fraction"] < 1
+    assert 0 < rows["stabletune"]["pad_fraction"] < 1  # random batches (RTE's often reach 128 tokens)
+    # unpadded: the executed FLOPs are the useful ones
+    assert rows["stabletune"]["fraction_of_peak"] == rows["stabletune"]["useful_fraction_of_peak"]
+    assert rows["stabletune"]["vs_stabletune-grouped"] == pytest.approx(
+        rows["stabletune"]["examples_per_s"] / rows["stabletune-grouped"]["examples_per_s"])
+    assert rows["stabletune"]["tokens_vs_stabletune-grouped"] == pytest.approx(
+        rows["stabletune"]["real_tokens_per_s"] / rows["stabletune-grouped"]["real_tokens_per_s"])
     for r in rows.values():
         assert r["examples_per_s"] > 0 and math.isfinite(r["fraction_of_peak"]) and r["peak_rss_mb"] > 0
     assert rows["stabletune"]["vs_official"] == pytest.approx(
@@ -95,3 +104,14 @@ def test_study_layout_quick_and_extrapolation(tiny_model, capsys):
     assert [r["layout"] for r in res["rows"]] == ["ens2"]
     assert res["fastest"] in {r["layout"] for r in res["rows"]}
     assert res["raw"]["ens2"][0][0]["mode"] == "vectorised"
+
+
+def test_unpadded_attention_bench_quick(tiny_model, capsys):
+    bench = load_script("bench_unpadded_attention")
+    assert bench.main(["--quick", "--model", str(tiny_model), "--data-dir", str(glue_dir()), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    (row,) = res["rows"]
+    assert row["task"] == "rte" and 0 <= row["pad_fraction"] < 1
+    assert set(row["attention_ms"]) == {"hf", "padded", "buckets", "sorted", "nested", "block-diagonal"}
+    assert set(row["encoder_ms"]) == {"hf", "padded", "buckets", "sorted", "nested", "padded/all"}
+    assert all(v > 0 for v in [*row["attention_ms"].values(), *row["encoder_ms"].values()])

@@ -20,7 +20,7 @@ from tinymodel import glue_dir
 def cfg_for(model_dir, **kw):
     base = dict(task="rte", data_dir=str(glue_dir()), model=str(model_dir), train_size=32, batch_size=8,
                 max_steps=8, num_evals=4, max_seq_length=64, eval_batch_size=64, progress=False, lr=1e-3,
-                threads=1, dropout=0.0)
+                threads=1, dropout=0.0, encoder_impl="hf")  # vectorised ensembles run the Hugging Face forward
     base.update(kw)
     return make_config(base)
 

@@ -18,7 +18,7 @@ STUDY = """
 name: ens
 data_dir: {glue}
 base: {{model: {model}, train_size: 32, batch_size: 8, max_steps: 6, num_evals: 3, max_seq_length: 64,
-        eval_batch_size: 64, lr: 1.0e-3, dropout: 0.0}}
+        eval_batch_size: 64, lr: 1.0e-3, dropout: 0.0, encoder_impl: hf}}
 methods:
   standard: {{}}
   mixout: {{mixout: 0.3}}
@@ -89,7 +89,7 @@ def test_cli_train_ensemble_writes_one_folder_per_seed(tiny_model, tmp_path):
     cmd = [sys.executable, "-m", "stabletune", "train", "--task", "rte", "--data-dir", str(glue_dir()),
            "--model", str(tiny_model), "--train-size", "32", "--batch-size", "8", "--max-steps", "4",
            "--num-evals", "2", "--max-seq-length", "64", "--threads", "1", "--no-progress", "--seed", "5",
-           "--out", str(tmp_path / "runs")]
+           "--out", str(tmp_path / "runs"), "--encoder-impl", "hf"]
     res = subprocess.run(cmd + ["--ensemble", "2"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     lines = [json.loads(x) for x in res.stdout.splitlines()]

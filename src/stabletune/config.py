@@ -68,6 +68,8 @@ class RunConfig:
     model: str = "minilm-l6"
     """Hugging Face name, local directory, or the alias minilm-l6 (embedded all-MiniLM-L6-v2)."""
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    encoder_impl: Literal["auto", "hf", "unpadded"] = "auto"
+    """unpadded: compute on real tokens only (BERT/RoBERTa/ELECTRA); hf: padded HF forward; auto: unpadded if able."""
     dropout: float | None = 0.1
     """Hidden and attention dropout; None keeps the model config's values."""
 

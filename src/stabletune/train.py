@@ -216,10 +216,12 @@ def cpu_environment() -> dict[str, Any]:
             "env": {k: os.environ[k] for k in KERNEL_ENV if k in os.environ}}
 
 
-def run_environment(device: torch.device, precision: str, model_source: str) -> dict[str, Any]:
-    """A run's ``environment`` record: device, precision, threads, CPU and kernel path, library versions."""
+def run_environment(device: torch.device, precision: str, model_source: str, encoder: str) -> dict[str, Any]:
+    """A run's ``environment`` record: device, precision, threads, model source, encoder path, CPU and kernel
+    path, library versions."""
     return {"device": str(device), "precision": precision, "threads": torch.get_num_threads(),
-            "model_source": model_source, "cpu": cpu_environment(), "versions": library_versions()}
+            "model_source": model_source, "encoder": encoder, "cpu": cpu_environment(),
+            "versions": library_versions()}
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -289,7 +291,7 @@ def train(cfg: RunConfig, out_dir: str | None = None, *, callback: Callback | No
 
 def _run(cfg: RunConfig, out_dir: str | None, callback: Callback | None, device: torch.device) -> RunResult:
     from stabletune.metrics import main_metric
-    from stabletune.model import load_model
+    from stabletune.model import load_model, run_encoder
     from stabletune.techniques.param_distance import block_distances, snapshot_blocks
     from stabletune.runlog import RunFolder
     from stabletune.techniques import prepare
@@ -312,7 +314,7 @@ def _run(cfg: RunConfig, out_dir: str | None, callback: Callback | None, device:
     init_gen = torch.Generator().manual_seed(init_seed)
     loaded = load_model(cfg.model, num_labels=spec.num_labels, dropout=cfg.dropout,
                         attn_implementation=cfg.attn_implementation, init_generator=init_gen,
-                        init_from=cfg.init_from, labels=spec.labels)
+                        init_from=cfg.init_from, labels=spec.labels, encoder=run_encoder(cfg))
     tokenizer = loaded.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     enc = encode_splits(tokenizer, splits, max_length=cfg.max_seq_length, is_regression=spec.is_regression)
@@ -382,7 +384,7 @@ def _run(cfg: RunConfig, out_dir: str | None, callback: Callback | None, device:
                      "examples_per_s": loop["examples"] / max(loop["train_s"], 1e-9),
                      "tokens_per_s": loop["tokens"] / max(loop["train_s"], 1e-9),
                      "peak_memory_mb": peak_memory_mb(device)},
-            environment=run_environment(device, precision, loaded.source),
+            environment=run_environment(device, precision, loaded.source, loaded.encoder),
             out_dir=str(folder.final) if folder else None)
         if folder:
             _write_folder(folder, result, splits.indices, model if cfg.save_model else None, tokenizer)

@@ -534,7 +534,7 @@ def study_status(study: StudySpec | str | Path, *, db: str | Path | None = None,
             unplanned_ids = set(store.statuses()) - set(plan.ids)
             unplanned = len(unplanned_ids)
             if unplanned_ids:
-                outdated = outdated_runs(store.runs(unplanned_ids), set(plan.ids))
+                outdated = outdated_runs(store.runs(unplanned_ids), plan.runs)
             mean_s = store.mean_run_seconds()
             choices = [describe_choice(g, c) for g, c in plan.choices.items()]
             blocked = plan.blocked
@@ -557,27 +557,35 @@ def study_status(study: StudySpec | str | Path, *, db: str | Path | None = None,
             "choices": choices, "blocked": blocked, "unplanned": unplanned, "outdated": outdated}
 
 
-def outdated_runs(rows: list[Any], planned: set[str]) -> dict[str, Any]:
+def outdated_runs(rows: list[Any], planned: list[RunSpec]) -> dict[str, Any]:
     """Which stored runs a stabletune upgrade made obsolete (they are kept, never reused).
+
+    Args:
+        rows: stored runs the study does not plan (``runs`` rows).
+        planned: the runs the study plans now.
 
     Returns:
         ``{"split": {"<split> v<old> (now v<new>)": n}, "grouped": n}``: runs whose id is the id of their config
         under an older version of their split's definition (:data:`stabletune.data.splits.SPLIT_VERSIONS`), and
         runs that grouped batches by length (the default until 2026-12-01) where the study now plans the same
-        run with random batches.
+        run (same method, task, phase, seeds, candidate) with random batches.
     """
-    import dataclasses
     import json
 
     from stabletune.config import FIELDS, RunConfig
     from stabletune.data.splits import SPLIT_VERSIONS
-    from stabletune.study.spec import run_id_for
+    from stabletune.study.spec import canonical_json, run_id_for
 
+    twins = {(r.method, r.task, r.phase, r.seeds.seed, canonical_json(r.candidate)): r for r in planned}
     split_counts: dict[str, int] = {}
     grouped = 0
     for row in rows:
         try:
-            cfg = RunConfig(**{k: v for k, v in json.loads(row["config"]).items() if k in FIELDS})
+            stored = json.loads(row["config"])
+            if "encoder_impl" in FIELDS:  # runs stored before the unpadded encoder all ran the Hugging Face forward
+                stored.setdefault("encoder_impl", "hf")
+            cfg = RunConfig(**{k: v for k, v in stored.items() if k in FIELDS})
+            candidate = canonical_json(json.loads(row["candidate"] or "{}"))
         except (TypeError, ValueError):
             continue  # a config this stabletune cannot read: nothing to say about it
         now = SPLIT_VERSIONS.get(cfg.split, 1)
@@ -585,7 +593,7 @@ def outdated_runs(rows: list[Any], planned: set[str]) -> dict[str, Any]:
             if run_id_for(row["method"], row["task"], row["phase"], cfg, split_version=old) == row["run_id"]:
                 label = f"{cfg.split} v{old} (now v{now})"
                 split_counts[label] = split_counts.get(label, 0) + 1
-        if cfg.group_by_length and run_id_for(row["method"], row["task"], row["phase"],
-                                              dataclasses.replace(cfg, group_by_length=False)) in planned:
+        twin = twins.get((row["method"], row["task"], row["phase"], row["seed"], candidate))
+        if twin is not None and cfg.group_by_length and not twin.config.group_by_length:
             grouped += 1
     return {"split": split_counts, "grouped": grouped}

@@ -195,13 +195,22 @@ def run_id_for(method: str, task: str, phase: str, cfg: RunConfig, *, split_vers
     Changing the *default* of a field in :data:`HASHED_FIELDS_V1` (``group_by_length`` became False on
     2026-12-01) changes the id of every run that relies on it: those fields are always hashed with their
     value, so a stored run made under the old default is never taken for a run of the new one.
+
+    The encoder path is hashed as it resolves, not as written (``encoder_impl`` itself is left out): a run on
+    the unpadded encoder carries ``"encoder": "unpadded"`` in its key, a run on the Hugging Face path carries
+    nothing. So runs stored before the unpadded encoder existed (all Hugging Face runs) keep their ids exactly
+    when they still resolve to the Hugging Face path (``encoder_impl: hf``, or a family without the unpadded
+    encoder), and a run that now computes unpadded gets a new id: one id never holds runs of both paths.
     """
     from stabletune.data.splits import SPLIT_VERSIONS
+    from stabletune.model import run_encoder
 
     defaults = RunConfig()
-    conf = {k: v for k, v in cfg.to_dict().items() if k not in HASH_EXCLUDE
+    conf = {k: v for k, v in cfg.to_dict().items() if k not in HASH_EXCLUDE and k != "encoder_impl"
             and (k in HASHED_FIELDS_V1 or v != getattr(defaults, k))}
     key: dict[str, Any] = {"method": method, "task": task, "phase": phase, "config": conf}
+    if run_encoder(cfg) == "unpadded":
+        key["encoder"] = "unpadded"
     version = SPLIT_VERSIONS.get(cfg.split, 1) if split_version is None else split_version
     if version != 1:
         key["split_version"] = version
