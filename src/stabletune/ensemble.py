@@ -49,8 +49,8 @@ from stabletune.data.batching import collate, epoch_batches
 from stabletune.config import RunConfig
 from stabletune.errors import ConfigError
 from stabletune.train import (Callback, RunResult, _better, _write_folder, compute_loss, derive_seed, encode_splits,
-                              eval_steps, evaluate, library_versions, linear_schedule, load_run_data,
-                              majority_baselines, pad_length, peak_memory_mb, resolve_device, resolve_precision,
+                              eval_steps, evaluate, linear_schedule, load_run_data, majority_baselines,
+                              pad_length, peak_memory_mb, resolve_device, resolve_precision, run_environment,
                               task_record, train, update_counts)
 
 log = logging.getLogger(__name__)
@@ -337,7 +337,7 @@ def _train_vectorised(cfgs: list[RunConfig], out_dirs: list[str | None], callbac
                 evals=state.evals[k], error=state.error[k],
                 data={"sizes": {n: len(v) for n, v in enc.items()},
                       "truncated": {n: v.num_truncated for n, v in enc.items()}, "steps_per_epoch": per_epoch,
-                      "majority_baseline": majority_baselines(spec, enc)},
+                      "majority_baseline": majority_baselines(spec, enc), "split": splits.record()},
                 techniques={**prep.record, "new_param_names": loaded.new_param_names,
                             "ensemble": {"size": K, "member": k, "mode": "vectorised",
                                          "dropout": "vmap randomness='different' from one generator seeded by "
@@ -347,8 +347,7 @@ def _train_vectorised(cfgs: list[RunConfig], out_dirs: list[str | None], callbac
                          "examples_per_s": state.examples[k] / max(state.train_s, 1e-9),
                          "tokens_per_s": state.tokens[k] / max(state.train_s, 1e-9),
                          "peak_memory_mb": peak_memory_mb(device), "shared_by_members": K},
-                environment={"device": str(device), "precision": precision, "threads": torch.get_num_threads(),
-                             "model_source": loaded.source, "encoder": loaded.encoder, "versions": library_versions()},
+                environment=run_environment(device, precision, loaded.source, loaded.encoder),
                 out_dir=str(folders[k].final) if folders[k] else None)
             if folders[k]:
                 _write_folder(folders[k], result, splits.indices, model if c.save_model else None, tokenizer)

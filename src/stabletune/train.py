@@ -182,6 +182,48 @@ def library_versions() -> dict[str, str]:
             "numpy": np.__version__, "platform": platform.platform()}
 
 
+#: Environment variables that change which CPU kernels run or how many threads they use.
+KERNEL_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "ATEN_CPU_CAPABILITY",
+              "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+
+
+def cpu_environment() -> dict[str, Any]:
+    """The CPU and the kernel path of this process: fp32 results are bitwise reproducible only for the same
+    thread count and the same kernels (CPU instruction set, MKL/oneDNN versions), see docs/LOG.md 2026-12-01."""
+    import os
+    import re
+
+    info: dict[str, str] = {}
+    try:  # the first processor's entries (Linux); the vector extensions decide the kernels MKL/oneDNN pick
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                info[key.strip()] = value.strip()
+    except OSError:
+        pass
+    config = torch.__config__.show()
+    mkl = re.search(r"Math Kernel Library Version ([^\s]+)", config)
+    onednn = re.search(r"MKL-DNN v([^\s]+)", config)
+    vector = sorted(f for f in info.get("flags", "").split() if f.startswith(("avx", "fma", "amx")))
+    return {"cpu_model": info.get("model name") or platform.processor() or platform.machine(),
+            "cpu_id": "/".join(info.get(k, "?") for k in ("vendor_id", "cpu family", "model", "stepping")),
+            "cpu_vector_flags": vector, "logical_cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "mkl": mkl.group(1) if mkl else None, "onednn": onednn.group(1) if onednn else None,
+            "env": {k: os.environ[k] for k in KERNEL_ENV if k in os.environ}}
+
+
+def run_environment(device: torch.device, precision: str, model_source: str, encoder: str) -> dict[str, Any]:
+    """A run's ``environment`` record: device, precision, threads, model source, encoder path, CPU and kernel
+    path, library versions."""
+    return {"device": str(device), "precision": precision, "threads": torch.get_num_threads(),
+            "model_source": model_source, "encoder": encoder, "cpu": cpu_environment(),
+            "versions": library_versions()}
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -336,14 +378,13 @@ def _run(cfg: RunConfig, out_dir: str | None, callback: Callback | None, device:
             evals=loop["evals"], error=loop["error"],
             data={"sizes": {k: len(v) for k, v in enc.items()},
                   "truncated": {k: v.num_truncated for k, v in enc.items()}, "steps_per_epoch": per_epoch,
-                  "majority_baseline": majority_baselines(spec, enc)},
+                  "majority_baseline": majority_baselines(spec, enc), "split": splits.record()},
             techniques={**prepared.record, "new_param_names": loaded.new_param_names},
             timings={"wall_s": wall, "train_s": loop["train_s"], "eval_s": loop["eval_s"], "test_s": t_test,
                      "examples_per_s": loop["examples"] / max(loop["train_s"], 1e-9),
                      "tokens_per_s": loop["tokens"] / max(loop["train_s"], 1e-9),
                      "peak_memory_mb": peak_memory_mb(device)},
-            environment={"device": str(device), "precision": precision, "threads": torch.get_num_threads(),
-                         "model_source": loaded.source, "encoder": loaded.encoder, "versions": library_versions()},
+            environment=run_environment(device, precision, loaded.source, loaded.encoder),
             out_dir=str(folder.final) if folder else None)
         if folder:
             _write_folder(folder, result, splits.indices, model if cfg.save_model else None, tokenizer)
