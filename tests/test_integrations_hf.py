@@ -88,7 +88,8 @@ def test_trainer_takes_the_same_updates_as_stabletune(tmp_path, tiny_model, tech
     st = prepare_for_trainer(loaded.model, args, init_generator=init_gen, new_param_names=loaded.new_param_names,
                              **techniques)
     order_gen = torch.Generator().manual_seed(derive_seed(cfg.resolved_data_seed, "order"))
-    loader = DataLoader(list(range(len(enc))), batch_sampler=_Batches(enc.lengths, 8, order_gen, True),
+    batches = _Batches(enc.lengths, 8, order_gen, cfg.group_by_length)  # random batches by default, as the run
+    loader = DataLoader(list(range(len(enc))), batch_sampler=batches,
                         collate_fn=lambda idx: collate(enc, idx, pad_id=pad_id))
 
     class StabletuneBatches(Trainer):

@@ -337,11 +337,12 @@ def test_report_on_reference_csv(tmp_path, capsys):
     assert f"{100 * best.mean():6.2f} ± {100 * best.std(ddof=1):.2f} (n=50)" in stdout
     assert stdout.startswith("best checkpoint")
     sts = vals("not_debiased", "STS-B", "test_spearmanr")
-    assert f"{100 * sts.mean():.2f} ± {100 * sts.std(ddof=1):.2f} (n=50, {sts.isna().sum()} NaN)" in md
+    zero = sts.fillna(0.0)  # the one NaN rule: a constant predictor counts as 0, and the count is reported
+    assert f"{100 * zero.mean():.2f} ± {100 * zero.std(ddof=1):.2f} (n=50, {sts.isna().sum()} NaN as 0)" in md
     raw_all = pd.read_csv(REFERENCE_CSV)
     sts_best = raw_all[raw_all.file.str.endswith("test_best_log.txt") & (raw_all.method == "not_debiased")
                        & (raw_all.task == "STS-B") & (raw_all.metric_name == "test_spearmanr")]["value"]
-    assert f"{sts_best.isna().sum()} NaN excluded" in stdout
+    assert f"{sts_best.isna().sum()} NaN as 0" in stdout
     s = pd.read_csv(out / "tables" / "summary_last.csv")
     assert (s["n"] == s["n"]).all() and s.loc[(s.method == "not_debiased") & (s.task == "sts-b"), "n"].item() == 50
     # degenerate not_debiased RTE runs (<= majority 52.5 % + rounding) and constant STS-B predictors

@@ -112,16 +112,46 @@ def test_determinism(glue, split):
 
 
 # ------------------------------------------------------------------------------------------------
-# paper-1k: 1k train + 1k validation drawn from train, test = dev
+# paper-1k (Section 3, Table 3): 1k train for every task; validation/test per task
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("task", ["rte", "mrpc", "cola", "sst-2", "qnli"])
-def test_paper_1k_balanced(glue, task):
+@pytest.mark.parametrize("task, n_val, n_test", [("rte", 139, 138), ("mrpc", 204, 204), ("sts-b", 750, 750),
+                                                 ("cola", 522, 521)])
+def test_paper_1k_small_tasks_halve_dev(glue, task, n_val, n_test):
+    """RTE/MRPC/STS-B/CoLA: 1,000 training examples, validation and test = the dev set halved (CoLA 522/521, Table 3:
+    521/521), the very halves paper-small draws with the same seed."""
+    spec, train, dev = glue[task]
+    splits = make_splits(spec, train, dev, split="paper-1k", seed=2)
+    small = make_splits(spec, train, dev, split="paper-small", seed=2)
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (1000, n_val, n_test)
+    assert splits.indices["validation"] == small.indices["validation"]
+    assert splits.indices["test"] == small.indices["test"]
+    assert splits.indices["train"]["source"] == "train" and splits.indices["validation"]["source"] == "dev"
+    if not spec.is_regression:
+        assert _strata(spec, splits.train) == {0: 500, 1: 500}
+    _check_consistent(splits, train, dev)
+    assert (splits.name, splits.version) == ("paper-1k", 2)
+
+
+@pytest.mark.parametrize("task", ["sst-2", "qnli"])
+def test_paper_1k_large_tasks_validate_on_train(glue, task):
+    """SST-2/QNLI/QQP/MNLI: 1k validation drawn from train (balanced, disjoint from the 1k training set), test = dev."""
     spec, train, dev = glue[task]
     splits = make_splits(spec, train, dev, split="paper-1k", seed=1)
     assert (len(splits.train), len(splits.validation), len(splits.test)) == (1000, 1000, len(dev))
     assert splits.indices["validation"]["source"] == "train" and splits.test == dev
     assert _strata(spec, splits.train) == _strata(spec, splits.validation) == {0: 500, 1: 500}
     _check_consistent(splits, train, dev)
+
+
+def test_split_record_and_majority_baselines(glue):
+    """A run records its split's name and version; the majority baseline of its own test labels differs from
+    Table 3's on our halves (RTE paper-small test: 73/138, Table 3: 73/139)."""
+    spec, train, dev = glue["rte"]
+    splits = make_splits(spec, train, dev, split="paper-small", seed=0)
+    assert splits.record() == {"name": "paper-small", "version": 1}
+    assert majority_baseline(spec, [ex.label for ex in splits.test]) == pytest.approx(73 / 138)
+    spec, train, dev = glue["cola"]
+    assert make_splits(spec, train, dev, split="paper-1k", seed=0).record() == {"name": "paper-1k", "version": 2}
 
 
 def test_paper_1k_three_classes_and_regression(glue):
@@ -134,7 +164,7 @@ def test_paper_1k_three_classes_and_regression(glue):
     _check_consistent(splits, train, dev)
     spec, train, dev = glue["sts-b"]
     splits = make_splits(spec, train, dev, split="paper-1k", seed=0)
-    assert (len(splits.train), len(splits.validation)) == (1000, 1000)
+    assert (len(splits.train), len(splits.validation)) == (1000, 750)
     full, drawn = _strata(spec, train), _strata(spec, splits.train)
     for stratum, n in full.items():  # regression: proportional to the score bins
         assert abs(drawn[stratum] - 1000 * n / len(train)) <= 1
@@ -149,18 +179,27 @@ def test_paper_1k_needs_dev_and_enough_train(glue):
     spec, train, dev = glue["mnli"]
     with pytest.raises(DataError, match=r"MNLI/dev_matched\.tsv not found"):
         make_splits(spec, train, dev, split="dev-as-test", seed=0)
-    spec, train, dev = glue["rte"]
+    spec, train, dev = glue["sst-2"]
     with pytest.raises(DataError, match=r"1,000 training \+ 1,000 validation.*only 1,999"):
         make_splits(spec, train[:1999], dev, split="paper-1k", seed=0)
+    spec, train, dev = glue["rte"]
+    with pytest.raises(DataError, match=r"draws 1,000 training examples.*only 999"):
+        make_splits(spec, train[:999], dev, split="paper-1k", seed=0)
+    with pytest.raises(DataError, match=r"RTE/dev\.tsv not found.*'paper-1k' needs it halved into validation and test"):
+        make_splits(spec, train, [], split="paper-1k", seed=0)
 
 
 def test_balance_with_a_scarce_class():
-    spec = TaskSpec("toy", ("a", "b", "c"), "acc")
+    spec = TaskSpec("mnli", ("a", "b", "c"), "acc", glue_dir="MNLI")  # a large task: validation from train
     train = [Example(f"x{i}", None, label) for i, label in enumerate([0] * 100 + [1] * 1500 + [2] * 1500)]
     splits = make_splits(spec, train, train[:3], split="paper-1k", seed=0)
     assert _strata(spec, splits.train) == {0: 100, 1: 450, 2: 450}  # class 0 gives all it has
     assert _strata(spec, splits.validation) == {1: 500, 2: 500}  # nothing of class 0 is left
     _check_consistent(splits, train, train[:3])
+    user = TaskSpec("toy", ("a", "b", "c"), "acc")  # a user dataset halves its dev set, as the small tasks
+    splits = make_splits(user, train, train[:100], split="paper-1k", seed=0)
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (1000, 50, 50)
+    assert _strata(user, splits.train) == {0: 100, 1: 450, 2: 450}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -225,6 +225,72 @@ def test_search_ties_go_to_the_first_candidate(study):
     assert "lr=3e-05" in out.choices[0]
 
 
+def test_search_counts_collapsed_seeds_as_worst(study, tmp_path):
+    """A candidate whose seeds collapse (NaN validation score: a constant predictor) must not win the search
+    because its collapsed seeds were dropped: they count as 0 (the one NaN rule)."""
+    def run(cfg, out_dir=None, *, callback=None):
+        res = fake_result(cfg, score_of(cfg))
+        if cfg.mixout == 0.5 and cfg.seed == 1:  # the best candidate on seed 0, collapsed on seed 1
+            nan = {"acc": float("nan")}
+            res["best"] = {**res["best"], "val": nan}
+            res["evals"] = [{**e, "val": nan} for e in res["evals"]]
+        return res
+
+    out = run_study(study(SEARCH), backend="inline", run_fn=run, progress=False)
+    assert out.ok and "mixout=0.3" in out.choices[0], out.choices
+    st = study_status(study(SEARCH))
+    assert "1 without a score counted as 0" not in st["choices"][0]  # mixout=0.3 had no NaN
+    from stabletune.study.spec import load_study
+    from stabletune.study.tuning import Planner, candidate_scores
+
+    spec = load_study(tmp_path / "study.yaml")
+    with Store.open(tmp_path / "sr.db", readonly=True) as store:
+        runs = Planner(spec).search_runs
+        scores = candidate_scores(runs, {r["run_id"]: r for r in store.runs(r.run_id for r in runs)})
+    collapsed = next(c for c in scores if c.candidate == {"mixout": 0.5})
+    assert collapsed.n_nan == 1 and collapsed.mean_val == pytest.approx((0.756 + 0.0) / 2)
+
+
+def test_frames_carry_each_runs_majority_baseline(study, tmp_path):
+    """The baseline a run stored (from its own labels) reaches the analysis, split by split; a run stored without
+    one (older stabletune) has NaN there, and the analysis falls back to Table 3."""
+    def run(cfg, out_dir=None, *, callback=None):
+        res = fake_result(cfg, score_of(cfg))
+        if cfg.seed != 2:
+            res["data"] = {"split": {"name": "paper-small", "version": 1},
+                           "majority_baseline": {"validation": 0.529, "test": 0.5 + 0.01 * cfg.seed}}
+        return res
+
+    path = study()
+    assert run_study(path, backend="inline", run_fn=run, progress=False).ok
+    m = load_frames(path).metrics
+    test = m[(m.split == "test") & (m.checkpoint == "best")].set_index(["method", "seed"])["majority_baseline"]
+    assert test[("standard", 0)] == 0.5 and test[("bertadam", 1)] == 0.51 and pd.isna(test[("standard", 2)])
+    assert set(m.loc[(m.split == "val") & (m.seed < 2), "majority_baseline"]) == {0.529}
+
+
+def test_status_names_runs_of_an_older_split_or_batching_default(study, tmp_path, monkeypatch):
+    """Runs stored under paper-1k v1 with grouped batches (the defaults before 2026-12-01) are not reused, and
+    `study status` says why."""
+    import stabletune.data.splits as splits
+
+    text = STUDY.replace("tasks: [rte]", "tasks: [{task: rte, split: paper-1k}]")
+    old = text.replace("num_evals: 3}", "num_evals: 3, group_by_length: true}")
+    path = study(old)
+    monkeypatch.setitem(splits.SPLIT_VERSIONS, "paper-1k", 1)
+    assert run_study(path, backend="inline", run_fn=Recorder(), progress=False).ok
+    monkeypatch.setitem(splits.SPLIT_VERSIONS, "paper-1k", 2)
+    st = study_status(path)
+    assert st["unplanned"] == 6 and st["counts"]["pending"] == 6
+    assert st["outdated"] == {"split": {"paper-1k v1 (now v2)": 6}, "grouped": 0}
+    path.write_text(text)  # the file as it is now: random batches by default
+    st = study_status(path)
+    assert st["outdated"] == {"split": {"paper-1k v1 (now v2)": 6}, "grouped": 6}
+    from stabletune.cli import main
+
+    assert main(["study", "status", str(path)]) == 0
+
+
 def test_search_with_no_score_blocks_its_final_runs(study, tmp_path):
     path = study(SEARCH)
     rec = Recorder(fail_on={i: RuntimeError("boom") for i in range(6)})

@@ -280,10 +280,34 @@ def test_run_ids_survive_new_config_fields():
     from stabletune.study.spec import HASHED_FIELDS_V1
 
     # a run on the Hugging Face path, as every run was then (the default encoder_impl "auto" now resolves to the
-    # unpadded encoder for MiniLM, which must and does get another id: tests/test_unpadded.py)
-    cfg = RunConfig(task="cola", split="paper-1k", lr=1e-4, seed=3, encoder_impl="hf")
-    assert run_id_for("adam", "cola", "final", cfg) == "5ed879f43e7c90e2"
+    # unpadded encoder for MiniLM, which must and does get another id: tests/test_unpadded.py); group_by_length was
+    # True by default then, and paper-1k was at version 1 of its definition
+    cfg = RunConfig(task="cola", split="paper-1k", lr=1e-4, seed=3, encoder_impl="hf", group_by_length=True)
+    assert run_id_for("adam", "cola", "final", cfg, split_version=1) == "5ed879f43e7c90e2"
     # every field added since is hashed only away from its default
     later = {f.name for f in dataclasses.fields(RunConfig)} - HASHED_FIELDS_V1
     assert "padding" in later
-    assert run_id_for("adam", "cola", "final", dataclasses.replace(cfg, padding="max_length")) != "5ed879f43e7c90e2"
+    assert run_id_for("adam", "cola", "final", dataclasses.replace(cfg, padding="max_length"),
+                      split_version=1) != "5ed879f43e7c90e2"
+
+
+def test_run_ids_change_with_the_split_version_and_the_batching_default():
+    """Runs of the old paper-1k (v1) and runs that grouped batches under the old default are never reused as runs
+    of the current definitions; a split that did not change (paper-small) keeps its ids."""
+    import dataclasses
+
+    from stabletune.config import RunConfig
+    from stabletune.data.splits import SPLIT_VERSIONS
+
+    assert SPLIT_VERSIONS == {"paper-small": 1, "paper-1k": 2, "dev-as-test": 1, "files": 1}
+    assert RunConfig().group_by_length is False
+    old = RunConfig(task="cola", split="paper-1k", lr=1e-4, seed=3, group_by_length=True, encoder_impl="hf")
+    assert run_id_for("adam", "cola", "final", old) != "5ed879f43e7c90e2"  # same config, paper-1k v2
+    now = dataclasses.replace(old, group_by_length=False)
+    assert run_id_for("adam", "cola", "final", now, split_version=1) != "5ed879f43e7c90e2"  # random batches
+    # paper-small is still at version 1: an id stored before split versions existed (computed by the code of
+    # commit eca7f8c, where grouping was the default) is unchanged when grouping is pinned
+    small = RunConfig(task="rte", split="paper-small", seed=0, group_by_length=True, encoder_impl="hf")
+    assert run_id_for("standard", "rte", "final", small) == "7d4809b21889ad5c"
+    assert run_id_for("standard", "rte", "final", small, split_version=2) != run_id_for(
+        "standard", "rte", "final", small)

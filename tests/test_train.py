@@ -42,6 +42,14 @@ def test_run_folder_and_recorded_schedule(tiny_model, tmp_path):
     assert results["data"]["sizes"] == {"train": 48, "validation": 139, "test": 138}
     assert results["timings"]["examples_per_s"] > 0 and results["timings"]["peak_memory_mb"] > 0
     assert results["environment"]["versions"]["torch"] == torch.__version__
+    env = results["environment"]  # what decides whether another machine can reproduce the numbers bit for bit
+    assert env["threads"] == 1 and env["cpu"]["torch_threads"] == 1
+    assert env["cpu"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and env["cpu"]["cpu_model"]
+    assert {"cpu_id", "cpu_vector_flags", "logical_cores", "mkl", "onednn", "env"} <= set(env["cpu"])
+    # RTE paper-small halves: the run stores the majority baseline of its own labels (Section 4)
+    assert results["data"]["split"] == {"name": "paper-small", "version": 1}
+    assert results["data"]["majority_baseline"] == {"validation": pytest.approx(73 / 139),
+                                                    "test": pytest.approx(73 / 138)}
     split = json.loads((out / "split.json").read_text())
     assert len(split["train"]["indices"]) == 48
     cfg = json.loads((out / "config.json").read_text())
@@ -63,6 +71,30 @@ def test_same_seeds_bitwise_identical_and_seed_axes_matter(tiny_model):
     torch.manual_seed(123)
     train(cfg_for(tiny_model, max_steps=2, num_evals=1))
     assert torch.equal(torch.rand(3), x)
+
+
+def test_same_seeds_and_threads_bitwise_equal_in_two_processes(tiny_model, tmp_path):
+    """Two separate processes, same seeds, same thread count: bitwise-equal losses, metrics and checkpoints
+    (within one process this holds too, see above; across processes nothing may depend on process state)."""
+    import os
+    import subprocess
+    import sys
+
+    args = ["--task", "rte", "--data-dir", str(glue_dir()), "--model", str(tiny_model), "--train-size", "48",
+            "--batch-size", "8", "--max-steps", "12", "--num-evals", "4", "--max-seq-length", "64",
+            "--lr", "1e-3", "--threads", "1", "--seed", "3", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    outs = [tmp_path / "run0", tmp_path / "run1"]
+    procs = [subprocess.Popen([sys.executable, "-m", "stabletune", "train", *args, "--out", str(out)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for out in outs]
+    for p in procs:  # side by side: the same thread count, whatever else the machine does
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+    a, b = (json.loads((o / "results.json").read_text()) for o in outs)
+    assert a["best"] == b["best"] and a["last"] == b["last"]  # JSON floats round-trip exactly
+    assert (outs[0] / "train_log.jsonl").read_text() == (outs[1] / "train_log.jsonl").read_text()
+    assert (outs[0] / "evals.jsonl").read_text() == (outs[1] / "evals.jsonl").read_text()
+    assert a["environment"]["cpu"] == b["environment"]["cpu"]
 
 
 def test_gradient_clipping_bounds_the_step_gradient(tiny_model, monkeypatch):
@@ -186,8 +218,11 @@ def test_padding_to_max_length_changes_nothing_but_rounding(tiny_model):
     def record(kind):
         return lambda e: widths[kind].append(e.width) if e.kind == "step" else None
 
-    dyn = train(cfg_for(tiny_model, dropout=0.0), callback=record("dynamic"))
-    fixed = train(cfg_for(tiny_model, dropout=0.0, padding="max_length"), callback=record("max_length"))
+    # grouped batches: with random ones nearly every RTE batch holds an example truncated at 64 tokens, so
+    # dynamic padding would be 64 wide too and the test could not tell the two apart
+    dyn = train(cfg_for(tiny_model, dropout=0.0, group_by_length=True), callback=record("dynamic"))
+    fixed = train(cfg_for(tiny_model, dropout=0.0, group_by_length=True, padding="max_length"),
+                  callback=record("max_length"))
     assert set(widths["max_length"]) == {64} and max(widths["dynamic"]) <= 64 and min(widths["dynamic"]) < 64
     assert_close(torch.tensor([r["loss"] for r in fixed.train_log]), torch.tensor([r["loss"] for r in dyn.train_log]),
                  rtol=1e-5, atol=1e-5)

@@ -285,11 +285,13 @@ def test_run_ids_follow_the_resolved_path(tmp_path):
     from stabletune.config import RunConfig
     from stabletune.study.spec import run_id_for
 
-    cfg = RunConfig(task="cola", split="paper-1k", lr=1e-4, seed=3)
-    golden = "5ed879f43e7c90e2"  # tests/test_study_spec.py: the id of this run before encoder_impl existed
+    # tests/test_study_spec.py: the id of this run before encoder_impl existed (grouped batches and paper-1k v1
+    # were the defaults then)
+    cfg = RunConfig(task="cola", split="paper-1k", lr=1e-4, seed=3, group_by_length=True)
+    golden = "5ed879f43e7c90e2"
 
     def rid(c):
-        return run_id_for("adam", "cola", "final", c)
+        return run_id_for("adam", "cola", "final", c, split_version=1)
 
     assert rid(dataclasses.replace(cfg, encoder_impl="hf")) == golden
     assert rid(cfg) == rid(dataclasses.replace(cfg, encoder_impl="unpadded")) != golden

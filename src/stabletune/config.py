@@ -55,7 +55,9 @@ class RunConfig:
     task_type: Literal["auto", "classification", "regression"] = "auto"
     """User dataset: classification or regression (auto: regression if every label is a non-integer number)."""
     split: Literal["paper-small", "paper-1k", "dev-as-test", "files"] = "paper-small"
-    """paper-small: dev halved into val/test; paper-1k: 1k+1k from train, test = dev; files: as given (docs/fit.md)."""
+    """paper-small: dev halved into val/test; paper-1k: 1k train, and val/test as the paper per task (Section 3):
+    RTE/MRPC/STS-B/CoLA dev halved, SST-2/QNLI/QQP/MNLI 1k val from train and test = dev; files: as given
+    (docs/fit.md)."""
     split_seed: int = 0
     """Seed of the data split, separate from the run seeds so every seed of a study sees the same split."""
     train_size: int | None = None
@@ -87,8 +89,10 @@ class RunConfig:
     """Gradient clipping max-norm; 0 disables clipping."""
     num_evals: int = 10
     """Evaluations spread evenly over training (one more at the end if the last falls short of it)."""
-    group_by_length: bool = True
-    """Group training batches by length (randomness still from the data seed) to cut padding."""
+    group_by_length: bool = False
+    """Group training batches by length to cut padding (randomness still from the data seed). Off by default:
+    the paper's batches are random (a shuffled DataLoader, as Hugging Face's default), and grouping changes
+    which examples share a batch; an opt-in speed option (docs/performance.md)."""
     padding: Literal["dynamic", "max_length"] = "dynamic"
     """dynamic: pad each batch to its longest example; max_length: to max_seq_length (the official code; slower)."""
 

@@ -87,6 +87,19 @@ def spearman(predictions: ArrayLike, labels: ArrayLike) -> float:
     return float(stats.spearmanr(p, y).statistic)
 
 
+#: What a NaN score counts as wherever runs are compared or averaged: model selection (``study/tuning.py``), means
+#: and t-tests, expected performance (``analysis/stats.py``). A NaN main metric is a failed run -- a constant
+#: predictor, whose correlation is undefined -- so it counts as the worst score: 0, Table 3's score of a constant
+#: predictor for correlations and MCC (no accuracy or F1 is below it). It is also counted as degenerate, and
+#: every table says how many NaN scores it counted as 0.
+NAN_SCORE = 0.0
+
+
+def score_or_worst(value: float | None) -> float:
+    """``value``, or :data:`NAN_SCORE` when it is missing or NaN (the one NaN rule, see :data:`NAN_SCORE`)."""
+    return NAN_SCORE if value is None or math.isnan(value) else float(value)
+
+
 def compute_metrics(spec: TaskSpec, predictions: ArrayLike, labels: ArrayLike) -> dict[str, float]:
     """All metrics of a task, as the paper's official code reports them.
 

@@ -114,7 +114,8 @@ class ResultsFrames:
 
     Attributes:
         metrics: long format ``method, task, seed, checkpoint (best|last), split (val|test), metric, value``;
-            optional ``init_seed, data_seed, run_id, status, max_steps, majority_baseline``.
+            optional ``init_seed, data_seed, run_id, status, max_steps, majority_baseline`` (the score of
+            always predicting the most frequent label of the split the row was scored on, same units as ``value``).
         train_loss: ``method, task, seed, step, loss``.
         evals: validation curve ``method, task, seed, step, metric, value``.
         param_distance: ``method, task, seed, step, block, distance`` (paper Figure 7).

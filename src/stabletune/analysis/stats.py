@@ -2,12 +2,17 @@
 
 * :func:`summary_table` -- mean +- std over seeds and a one-tailed t-test against a baseline
   (Tables 1, 2, 4, 7; Section 4-6 use a one-tailed Student's t-test, p < 0.05).
-* :func:`degenerate_runs` -- runs that do not beat the majority-class baseline (Section 4, Table 3).
+* :func:`degenerate_runs` -- runs that do not beat the majority-class baseline of their own test labels
+  (Section 4; Table 3's constants only for imported results without labels).
 * :func:`expected_max_performance` -- expected test score of the model selected on validation among k random
-  trials, by bootstrap (Figures 4 and 12, following Dodge et al., 2020).
+  trials: the closed form of Dodge et al. (2019) for the curve, a bootstrap for its band (Figures 4 and 12).
 * :func:`bias_correction_ratio` -- the Adam bias ratio of Figure 1.
 * :func:`seed_grid_stats` -- controlled initialisation / data-order seeds (Appendix B, Figures 9 and 10).
 * :func:`iteration_sweep` -- validation score against the number of training iterations (Figures 8, 14).
+
+NaN scores follow one rule everywhere (:data:`stabletune.metrics.NAN_SCORE`): a NaN is a failed run (a constant
+predictor) and counts as the worst score, 0, in means, t-tests and expected performance; it is counted as
+degenerate, and every table reports how many NaN scores it counted.
 
 Everything takes pandas/NumPy data; nothing here imports torch.
 """
@@ -31,6 +36,7 @@ from stabletune.analysis.frames import (
     task_order,
 )
 from stabletune.errors import UserError
+from stabletune.metrics import NAN_SCORE
 from stabletune.tasks import PAPER_MAJORITY_TEST, PAPER_MAJORITY_VAL
 
 #: Training-set sizes of the tasks in Figure 1 (paper Table 3 / GLUE).
@@ -38,6 +44,12 @@ PAPER_TRAIN_SIZES: dict[str, int] = {"RTE": 2490, "MRPC": 3668, "STS-B": 5749, "
 
 #: Correlation-type metrics: NaN means the model predicted a constant (no correlation defined).
 CORRELATION_METRICS = frozenset({"spearman", "pearson", "corr", "mcc"})
+
+
+def fill_nan(values: Any) -> np.ndarray:
+    """A float array with every NaN replaced by :data:`~stabletune.metrics.NAN_SCORE` (the one NaN rule)."""
+    x = np.asarray(values, dtype=float)
+    return np.where(np.isnan(x), NAN_SCORE, x)
 
 
 def fine_tuning_iterations(n_train: int, *, batch_size: int = 32, epochs: int = 3) -> int:
@@ -132,9 +144,10 @@ def summary_table(
 ) -> pd.DataFrame:
     """Mean +- std (ddof=1) over seeds of each method x task, and a one-tailed t-test against ``baseline``.
 
-    Paper Tables 1, 2, 4 and 7. NaN values (constant predictions) are counted in ``n`` and ``n_nan`` but
-    excluded from mean, std and the t-test. ``tie_with_best`` marks, per task, the best mean and the methods
-    not significantly worse than it (one-tailed test best > method, p >= alpha), as the paper highlights.
+    Paper Tables 1, 2, 4 and 7. NaN values (constant predictions: failed runs) count as the worst score,
+    0 (:func:`fill_nan`), in mean, std and the t-test, and ``n_nan`` says how many there were: dropping them
+    would flatter exactly the methods that collapse. ``tie_with_best`` marks, per task, the best mean and the
+    methods not significantly worse than it (one-tailed test best > method, p >= alpha), as the paper highlights.
 
     Args:
         df: the metrics frame (see :class:`~stabletune.analysis.frames.ResultsFrames`).
@@ -168,26 +181,26 @@ def summary_table(
             scale = percent_scale(np.concatenate([v.to_numpy() for v in values.values()]))
         else:
             scale = 100.0 if percent else 1.0
+        n_nan = {m: int(v.isna().sum()) for m, v in values.items()}
+        values = {m: fill_nan(v.to_numpy()) for m, v in values.items()}
         base = values.get(baseline)
-        finite_means = {m: np.nanmean(v.to_numpy()) for m, v in values.items() if v.notna().sum() >= 2}
-        best = max(finite_means, key=finite_means.get) if finite_means else None
-        for method, v in values.items():
-            x = v.to_numpy(dtype=float)
-            finite = x[~np.isnan(x)]
+        means = {m: float(x.mean()) for m, x in values.items() if len(x) >= 2}
+        best = max(means, key=means.get) if means else None
+        for method, x in values.items():
             t = p = float("nan")
             if base is not None and method != baseline:
-                t, p = one_tailed_ttest(x, base.to_numpy(), welch=welch)
+                t, p = one_tailed_ttest(x, base, welch=welch)
             tie = ""
             if method == best:
                 tie = "best"
-            elif best is not None and method in finite_means:
-                _, p_best = one_tailed_ttest(values[best].to_numpy(), x, welch=welch)
+            elif best is not None and method in means:
+                _, p_best = one_tailed_ttest(values[best], x, welch=welch)
                 tie = "tie" if not (p_best < alpha) else ""
             rows.append({
                 "task": task, "method": method, "metric": metric, "checkpoint": checkpoint, "split": split,
-                "n": int(len(x)), "n_nan": int(np.isnan(x).sum()),
-                "mean": float(finite.mean() * scale) if finite.size else float("nan"),
-                "std": float(finite.std(ddof=1) * scale) if finite.size >= 2 else float("nan"),
+                "n": int(len(x)), "n_nan": n_nan[method],
+                "mean": float(x.mean() * scale) if x.size else float("nan"),
+                "std": float(x.std(ddof=1) * scale) if x.size >= 2 else float("nan"),
                 "scale": scale,
                 "baseline": baseline if base is not None else None,
                 "t": t, "p": p, "significant": bool(p < alpha) if not math.isnan(p) else False,
@@ -209,46 +222,62 @@ def degenerate_runs(
     baseline_col: str = "majority_baseline",
     tol: float = 0.0005,
 ) -> pd.DataFrame:
-    """Count runs that fail to beat the majority-class baseline (paper Section 4; thresholds of Table 3).
+    """Count runs that fail to beat the majority-class baseline (paper Section 4, Table 3).
 
-    A run is degenerate when its score is NaN (a constant predictor: correlation undefined) or
-    ``score <= threshold + tol``. The threshold comes from ``baseline_col`` of the frame when present,
-    else ``majority`` (task -> fraction), else the paper's Table 3 row for ``split``. ``tol`` (0.05 percentage
-    points by default) absorbs the rounding of Table 3 to 0.1 %: RTE's majority predictor scores
-    73/139 = 52.52 %, printed as 52.5. Thresholds and ``tol`` are fractions, multiplied by 100 when the
-    scores are in percent.
+    A run is degenerate when its score is NaN (a constant predictor: correlation undefined) or does not beat
+    its threshold. The threshold is, per run:
+
+    1. the run's own majority baseline, column ``baseline_col`` of the frame: the score of always predicting
+       the most frequent label of the split the run was scored on (every run stores it, computed from its
+       labels; ``score <= baseline`` is degenerate). Table 3's constants are for the paper's draw: on
+       stabletune's ``paper-small`` RTE test half the majority predictor scores 73/138 = 52.9 %, above Table 3's
+       52.5 % (the official code's half has 139 examples);
+    2. otherwise (imported results that carry no labels) ``majority`` (task -> fraction) if given, else the
+       paper's Table 3 row for ``split``; Table 3 is rounded to 0.1 %, so ``tol`` (0.05 points) is added:
+       ``score <= threshold + tol``.
+
+    Thresholds and ``tol`` are fractions, multiplied by 100 when the scores are in percent; ``baseline_col``
+    values are taken in the units of the scores.
 
     Returns:
         One row per (method, task): ``method, task, metric, n, n_constant, n_degenerate, share, threshold,
-        threshold_source``; ``n_degenerate`` counts constant predictors too; with no known threshold only
-        constant predictors are counted and ``threshold`` is NaN.
+        threshold_max, threshold_source``; ``threshold`` is the lowest threshold of the cell and ``threshold_max``
+        the highest (equal when every run was scored on the same labels); NaN when unknown, and then only
+        constant predictors are counted.
     """
     table = majority if majority is not None else (PAPER_MAJORITY_TEST if split == "test" else PAPER_MAJORITY_VAL)
+    constant_source = f"paper Table 3 ({split})" if majority is None else "given"
     sel = df[(df["checkpoint"] == checkpoint) & (df["split"] == split)]
     rows = []
     for task in task_order(sel["task"]):
         metric = resolve_metric(sel, task, metric_by_task)
         tsel = sel[(sel["task"] == task) & (sel["metric"] == metric)]
         unit = 1.0 if percent_scale(tsel["value"]) == 100.0 else 100.0  # scores in fractions or in %
-        source = "unknown"
-        threshold = float("nan")
-        if baseline_col in tsel.columns and tsel[baseline_col].notna().any():
-            threshold = float(tsel[baseline_col].dropna().iloc[0])
-            source = f"frame column {baseline_col}"
-        elif task in table:
-            threshold = table[task] * unit
-            source = f"paper Table 3 ({split})" if majority is None else "given"
+        constant = table[task] * unit if task in table else float("nan")
         for method in method_order(tsel):
-            x = main_values(tsel, task=task, method=method, metric=metric, checkpoint=checkpoint,
-                            split=split).to_numpy(dtype=float)
+            main_values(tsel, task=task, method=method, metric=metric, checkpoint=checkpoint, split=split)  # 1 per run
+            msel = tsel[tsel["method"] == method]
+            x = msel["value"].to_numpy(dtype=float)
+            own = (msel[baseline_col].to_numpy(dtype=float) if baseline_col in msel.columns
+                   else np.full(len(x), np.nan))
+            has_own = ~np.isnan(own)
+            threshold = np.where(has_own, own, constant + tol * unit)  # exact baselines need no rounding slack
             const = np.isnan(x)
-            below = (x <= threshold + tol * unit) if not math.isnan(threshold) else np.zeros_like(const)
+            with np.errstate(invalid="ignore"):
+                below = ~const & (x <= threshold)  # unknown threshold (NaN): never below
             deg = const | below
+            sources = ([f"run's own {split} labels"] if has_own.any() else []) + \
+                      ([constant_source] if (~has_own).any() and not math.isnan(constant) else []) + \
+                      (["unknown"] if (~has_own).any() and math.isnan(constant) else [])
+            shown = np.where(has_own, own, constant)
+            finite = shown[~np.isnan(shown)]
             rows.append({
                 "method": method, "task": task, "metric": metric, "n": int(len(x)),
                 "n_constant": int(const.sum()), "n_degenerate": int(deg.sum()),
                 "share": float(deg.mean()) if len(x) else float("nan"),
-                "threshold": threshold, "threshold_source": source,
+                "threshold": float(finite.min()) if finite.size else float("nan"),
+                "threshold_max": float(finite.max()) if finite.size else float("nan"),
+                "threshold_source": " + ".join(sources),
             })
     return pd.DataFrame(rows)
 
@@ -263,47 +292,52 @@ def expected_max_performance(
     n_boot: int = 1000,
     seed: int = 0,
     k_max: int | None = None,
-    nan_value: float | None = None,
 ) -> pd.DataFrame:
-    """Expected test score of the best-on-validation run among k random trials, by bootstrap (Figure 4).
+    """Expected test score of the best-on-validation run among k random trials (Figures 4, 12; Dodge et al.).
 
-    For k = 1..n: draw k runs with replacement ``n_boot`` times (``numpy.random.default_rng(seed)``), select
-    the draw with the highest validation score and record its test and validation scores (same run, same
-    checkpoint). With ``val=None`` the selection is by test score, i.e. the expected *maximum* test score
-    (an optimistic oracle: there is no held-out model selection).
+    ``mean`` / ``val_mean`` are exact: the closed form of Dodge et al. (2019, "Show your work") for k draws with
+    replacement from the n runs. Sort the distinct validation scores v_1 < ... < v_m, let c_j be the number of
+    runs scoring at most v_j; the best validation score of k draws is v_j with probability
+    ``(c_j / n)^k - (c_{j-1} / n)^k``, and the selected run is then uniform over the runs tied at v_j (the first
+    of them drawn), so ``E[test] = sum_j P_j * mean(test | val = v_j)``. With ``val=None`` the selection is by
+    test score: the expected *maximum* test score (an optimistic oracle without held-out model selection).
+
+    ``std`` / ``val_std`` (the band of the figures) are the spread of the selected run's score over ``n_boot``
+    simulated selections (``numpy.random.default_rng(seed)``), as the paper draws them (Section 4: 1,000 times).
+
+    NaN scores count as the worst score, 0 (:func:`fill_nan`): a collapsed run stays in the pool of trials.
 
     Args:
         val: validation score per run, aligned with ``test``; None to select by test.
         test: test score per run.
-        n_boot: simulations per k (paper: 1,000).
+        n_boot: simulations per k for the band (paper: 1,000).
         seed: seed of the generator.
         k_max: largest k (default: the number of runs).
-        nan_value: replace NaN scores by this value (e.g. 0 for a constant predictor's correlation).
-            Otherwise a NaN validation score is never selected unless all k draws are NaN, and a NaN test
-            score of a selected run makes that k's mean NaN.
 
     Returns:
         ``DataFrame(k, mean, std, val_mean, val_std)``; std over the simulations (ddof=0).
     """
-    t = np.asarray(test, dtype=float)
-    v = t.copy() if val is None else np.asarray(val, dtype=float)
+    t = fill_nan(test)
+    v = t.copy() if val is None else fill_nan(val)
     if v.shape != t.shape:
         raise ValueError(f"val and test must have the same length, got {v.shape} and {t.shape}")
-    if nan_value is not None:
-        t = np.where(np.isnan(t), nan_value, t)
-        v = np.where(np.isnan(v), nan_value, v)
     n = len(t)
     if n == 0:
         return pd.DataFrame(columns=["k", "mean", "std", "val_mean", "val_std"])
-    score = np.where(np.isnan(v), -np.inf, v)
+    # closed form: groups of runs tied on validation, in increasing order
+    levels, group = np.unique(v, return_inverse=True)
+    counts = np.bincount(group)
+    cum = np.cumsum(counts) / n
+    test_by_level = np.bincount(group, weights=t) / counts
     rng = np.random.default_rng(seed)
     rows = []
     rows_idx = np.arange(n_boot)
     for k in range(1, (k_max or n) + 1):
+        p = cum**k - np.concatenate([[0.0], cum[:-1]]) ** k
         idx = rng.integers(0, n, size=(n_boot, k))
-        chosen = idx[rows_idx, np.argmax(score[idx], axis=1)]
-        tt, vv = t[chosen], v[chosen]
-        rows.append({"k": k, "mean": tt.mean(), "std": tt.std(), "val_mean": vv.mean(), "val_std": vv.std()})
+        chosen = idx[rows_idx, np.argmax(v[idx], axis=1)]
+        rows.append({"k": k, "mean": float(p @ test_by_level), "std": float(t[chosen].std()),
+                     "val_mean": float(p @ levels), "val_std": float(v[chosen].std())})
     return pd.DataFrame(rows)
 
 

@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     for r in s.itertuples():
         std = "" if math.isnan(r.std) else f" ± {r.std:.2f}"
         p = "" if math.isnan(r.p) else f"  p={r.p:.4g}{' *' if r.significant else ''}"
-        nan = f", {r.n_nan} NaN excluded" if r.n_nan else ""
+        nan = f", {r.n_nan} NaN as 0" if r.n_nan else ""
         print(f"  {display_task(r.task):6s} {r.metric:9s} {r.method:28s} {r.mean:6.2f}{std} (n={r.n}{nan}){p}")
     n_fig = sum(k.startswith("figure:") for k in paths)
     print(f"wrote {paths['markdown']}, {paths['html']} and {n_fig} figures in {out / 'figures'}")

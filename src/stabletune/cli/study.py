@@ -132,6 +132,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     if st["unplanned"]:
         print(f"  note: {st['unplanned']} stored run(s) are not planned by this study file (it was edited, or "
               f"stabletune changed how runs are identified); they are kept but not part of the results")
+    for label, n in st["outdated"]["split"].items():
+        print(f"  note: {n} stored run(s) were drawn with an older definition of split {label}; they are not reused "
+              "(docs/studies.md, 'Split versions'): `study run` computes the current ones")
+    if st["outdated"]["grouped"]:
+        print(f"  note: {st['outdated']['grouped']} stored run(s) grouped training batches by length, the default "
+              "before 2026-12-01; the study now plans them with random batches (pin `group_by_length: true` in the "
+              "study file to keep the old runs)")
     return 0
 
 

@@ -5,12 +5,18 @@ random state is read or changed):
 
 - ``"paper-small"`` (RTE, MRPC, STS-B, CoLA, user datasets): the full training set is trained on; the original
   dev set is halved, stratified by label, into validation and test.
-- ``"paper-1k"`` (all tasks): 1,000 training and 1,000 validation examples drawn without overlap from the
-  training set, class-balanced; the original dev set is the test set.
+- ``"paper-1k"`` (all tasks, as the paper's Section 3): 1,000 training examples drawn from the training set,
+  class-balanced. RTE, MRPC, STS-B, CoLA (and user datasets): the original dev set is halved into validation
+  and test, as in ``paper-small``. SST-2, QNLI, QQP, MNLI: 1,000 more training examples are the validation set
+  and the original dev set is the test set.
 - ``"dev-as-test"``: the full dev set is the test set; 10 % of the training set (stratified) is held out as
   validation, so model selection never sees test data.
 - ``"files"`` (user datasets as given, ``stabletune fit``): the dev file is the validation set (without one,
   10 % of the training file, stratified, as in ``dev-as-test``); the test file, if any, is the test set.
+
+Each split has a version (:data:`SPLIT_VERSIONS`): it goes up whenever the same split name and seed would draw
+other examples. A study's run ids include it (``stabletune.study.spec.run_id_for``), so results drawn with an
+earlier definition are never reused as results of the current one.
 """
 
 from __future__ import annotations
@@ -34,6 +40,22 @@ DEV_AS_TEST_VALIDATION = 0.1
 REGRESSION_BINS = 5
 """Equal-width score bins that stratify regression labels (STS-B: [0,1), [1,2), ..., [4,5])."""
 
+SPLIT_VERSIONS: dict[str, int] = {"paper-small": 1, "paper-1k": 2, "dev-as-test": 1, "files": 1}
+"""The current definition of each split. History:
+
+- ``paper-1k`` v1 (until 2026-12-01): 1k training + 1k validation examples from the training set and the whole
+  dev set as test, for every task. v2: the paper's per-task rule (Section 3, Table 3): RTE/MRPC/STS-B/CoLA and
+  user datasets take validation and test from the halved dev set.
+"""
+
+
+def split_version(split: str) -> int:
+    """The current version of ``split`` (see :data:`SPLIT_VERSIONS`); ValueError for an unknown split."""
+    try:
+        return SPLIT_VERSIONS[split]
+    except KeyError:
+        raise ValueError(f"unknown split {split!r} (choose {', '.join(SPLIT_VERSIONS)})") from None
+
 
 @dataclass
 class Splits:
@@ -47,6 +69,8 @@ class Splits:
         indices: JSON-able record of the draw: for each of ``"train"``, ``"validation"`` and ``"test"``,
             ``{"source": "train" | "dev" | "test", "indices": [int, ...]}``, indices into the list that
             :func:`load_task_data` returned for that source (``"test"``: the ``test`` list of ``"files"``).
+        name: The split's name (``"paper-small"``, ...).
+        version: The split's definition (:data:`SPLIT_VERSIONS`).
     """
 
     task: TaskSpec
@@ -54,6 +78,13 @@ class Splits:
     validation: list[Example]
     test: list[Example]
     indices: dict[str, dict]
+    name: str = ""
+    version: int = 1
+
+    def record(self) -> dict:
+        """What a run stores about its split (``results.json`` -> ``data.split``): its name and version. (The
+        majority-class baselines of the split's labels are stored beside it, ``data.majority_baseline``.)"""
+        return {"name": self.name, "version": self.version}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -73,9 +104,14 @@ def make_splits(spec: TaskSpec, train: list[Example], dev: list[Example], *, spl
       example; the spares go alternately to validation and test (validation first), so the two halves
       differ by at most one example per stratum and validation gets the larger half when the dev size is
       odd (RTE 277 -> 139/138). The paper's official code gives validation the *smaller* half of every class.
-    - ``"paper-1k"`` — every task: 1,000 training and 1,000 validation examples drawn without overlap from
-      the training set, class-balanced (equal per class as far as the class sizes allow; the remainder goes
-      to the largest classes; regression: proportional to the score bins); test = the full dev set.
+    - ``"paper-1k"`` (version 2) — every task trains on 1,000 examples drawn from the training set,
+      class-balanced (equal per class as far as the class sizes allow; the remainder goes to the largest
+      classes; regression: proportional to the score bins). Validation and test follow the paper per task
+      (Section 3, Table 3): RTE, MRPC, STS-B, CoLA and user datasets halve the dev set into validation and
+      test exactly as ``paper-small`` does (CoLA: 522/521); SST-2, QNLI, QQP and MNLI draw 1,000 validation
+      examples from the rest of the training set, balanced the same way, and test on the full dev set.
+      The official code draws ``1000 // classes`` per class (999 for MNLI) and, for regression, a uniform
+      sample; we allocate exactly 1,000 and stratify regression scores, which keeps the draw balanced.
     - ``"dev-as-test"`` — test = the full dev set; 10 % of the training set, stratified, is held out as
       validation (using the test set for model selection would bias the test score); train = the rest.
 
@@ -114,6 +150,19 @@ def make_splits(spec: TaskSpec, train: list[Example], dev: list[Example], *, spl
         validation_idx, test_idx = _draw(strata, [_halve(available)], rng)
         parts = {"train": ("train", np.arange(len(train))), "validation": ("dev", validation_idx),
                  "test": ("dev", test_idx)}
+    elif split == "paper-1k" and not _validation_from_train(spec):
+        _require_dev(spec, dev, split, "halved into validation and test")
+        if len(dev) < 2:
+            raise DataError(f"task {spec.name}: split 'paper-1k' halves the dev set, which has {len(dev)} example")
+        if len(train) < PAPER_1K:
+            raise DataError(f"task {spec.name}: split 'paper-1k' draws {PAPER_1K:,} training examples from the "
+                            f"training set, which has only {len(train):,}")
+        strata, available = _strata(spec, dev)
+        validation_idx, test_idx = _draw(strata, [_halve(available)], rng)  # the same halves as paper-small
+        strata, available = _strata(spec, train)
+        allocate = _allocate_proportional if spec.is_regression else _allocate_balanced
+        (train_idx, _) = _draw(strata, [allocate(available, PAPER_1K)], rng)
+        parts = {"train": ("train", train_idx), "validation": ("dev", validation_idx), "test": ("dev", test_idx)}
     elif split == "paper-1k":
         _require_dev(spec, dev, split, "as the test set")
         if len(train) < 2 * PAPER_1K:
@@ -158,7 +207,13 @@ def make_splits(spec: TaskSpec, train: list[Example], dev: list[Example], *, spl
     sources = {"train": train, "dev": dev, "test": test or []}
     chosen = {name: [sources[source][i] for i in idx] for name, (source, idx) in parts.items()}
     indices = {name: {"source": source, "indices": [int(i) for i in idx]} for name, (source, idx) in parts.items()}
-    return Splits(spec, chosen["train"], chosen["validation"], chosen["test"], indices)
+    return Splits(spec, chosen["train"], chosen["validation"], chosen["test"], indices, split, SPLIT_VERSIONS[split])
+
+
+def _validation_from_train(spec: TaskSpec) -> bool:
+    """Whether ``paper-1k`` draws validation from the training set: only for SST-2, QNLI, QQP and MNLI, whose
+    dev set is the paper's test set (Section 3); the small tasks and user datasets halve their dev set."""
+    return spec.glue_dir is not None and spec.name in LARGE_TASKS
 
 
 def _hold_out(spec: TaskSpec, train: list[Example], rng: np.random.Generator, what: str

@@ -9,6 +9,7 @@ import resource
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,6 +56,48 @@ def library_versions() -> dict[str, str]:
             "numpy": np.__version__, "platform": platform.platform()}
 
 
+#: Environment variables that change which CPU kernels run or how many threads they use.
+KERNEL_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "ATEN_CPU_CAPABILITY",
+              "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+
+
+def cpu_environment() -> dict[str, Any]:
+    """The CPU and the kernel path of this process: fp32 results are bitwise reproducible only for the same
+    thread count and the same kernels (CPU instruction set, MKL/oneDNN versions), see docs/LOG.md 2026-12-01."""
+    import os
+    import re
+
+    info: dict[str, str] = {}
+    try:  # the first processor's entries (Linux); the vector extensions decide the kernels MKL/oneDNN pick
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                info[key.strip()] = value.strip()
+    except OSError:
+        pass
+    config = torch.__config__.show()
+    mkl = re.search(r"Math Kernel Library Version ([^\s]+)", config)
+    onednn = re.search(r"MKL-DNN v([^\s]+)", config)
+    vector = sorted(f for f in info.get("flags", "").split() if f.startswith(("avx", "fma", "amx")))
+    return {"cpu_model": info.get("model name") or platform.processor() or platform.machine(),
+            "cpu_id": "/".join(info.get(k, "?") for k in ("vendor_id", "cpu family", "model", "stepping")),
+            "cpu_vector_flags": vector, "logical_cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "mkl": mkl.group(1) if mkl else None, "onednn": onednn.group(1) if onednn else None,
+            "env": {k: os.environ[k] for k in KERNEL_ENV if k in os.environ}}
+
+
+def run_environment(device: torch.device, precision: str, model_source: str, encoder: str) -> dict[str, Any]:
+    """A run's ``environment`` record: device, precision, threads, model source, encoder path, CPU and kernel
+    path, library versions."""
+    return {"device": str(device), "precision": precision, "threads": torch.get_num_threads(),
+            "model_source": model_source, "encoder": encoder, "cpu": cpu_environment(),
+            "versions": library_versions()}
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -93,11 +136,10 @@ def finish(run: Run, state: LoopState, step: Step) -> list[RunResult]:
             evals=ms.evals, error=ms.error,
             data={"sizes": {n: len(v) for n, v in enc.items()},
                   "truncated": {n: v.num_truncated for n, v in enc.items()}, "steps_per_epoch": run.per_epoch,
-                  "majority_baseline": majority_baselines(spec, enc)},
+                  "majority_baseline": majority_baselines(spec, enc), "split": run.splits.record()},
             techniques={**m.prepared.record, "new_param_names": m.loaded.new_param_names, **step.techniques(k)},
             timings=timings,
-            environment={"device": str(run.device), "precision": run.precision, "threads": torch.get_num_threads(),
-                         "model_source": m.loaded.source, "encoder": m.loaded.encoder, "versions": library_versions()},
+            environment=run_environment(run.device, run.precision, m.loaded.source, m.loaded.encoder),
             out_dir=str(m.folder.final) if m.folder else None)
         if m.folder:
             write_folder(m.folder, result, run.splits.indices, m.model if m.cfg.save_model else None, run.tokenizer)

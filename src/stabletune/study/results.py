@@ -107,8 +107,8 @@ def load_frames(study_path: str | Path | StudySpec, *, db: str | Path | None = N
 
     Returns:
         ResultsFrames with ``metrics`` (method, task, seed, checkpoint, split, metric, value, init_seed,
-        data_seed, run_id, status, max_steps), ``train_loss``, ``evals``, ``param_distance``, ``runs`` and
-        ``meta`` (study config text, versions, run counts). Only runs with a terminal status are included.
+        data_seed, run_id, status, max_steps, majority_baseline of the split's labels), ``train_loss``,
+        ``evals``, ``param_distance``, ``runs`` and ``meta`` (study config text, versions, run counts). Only runs with a terminal status are included.
     """
     from stabletune.analysis.frames import ResultsFrames
 
@@ -122,6 +122,7 @@ def load_frames(study_path: str | Path | StudySpec, *, db: str | Path | None = N
         ids = [r["run_id"] for r in rows]
         runs = pd.DataFrame([{k: r[k] for k in RUN_COLUMNS} for r in rows], columns=list(RUN_COLUMNS))
         keys = runs[["run_id", "method", "task", "seed", "init_seed", "data_seed", "status", "num_steps"]]
+        baselines = _majority_baselines(rows)
         metrics = _query(store, "test_metrics", ids)
         train_loss = _query(store, "train_loss", ids)
         evals = _query(store, "evals", ids)
@@ -140,11 +141,14 @@ def load_frames(study_path: str | Path | StudySpec, *, db: str | Path | None = N
 
     if metrics.empty:
         metrics_df = pd.DataFrame(columns=["method", "task", "seed", "checkpoint", "split", "metric", "value",
-                                           "init_seed", "data_seed", "run_id", "status", "max_steps"])
+                                           "init_seed", "data_seed", "run_id", "status", "max_steps",
+                                           "majority_baseline"])
     else:
         metrics_df = keys.merge(metrics, on="run_id", how="inner").rename(columns={"num_steps": "max_steps"})
         metrics_df = metrics_df[["method", "task", "seed", "checkpoint", "split", "metric", "value", "init_seed",
                                  "data_seed", "run_id", "status", "max_steps", "step"]]
+        metrics_df["majority_baseline"] = [baselines.get((r, sp), float("nan"))
+                                           for r, sp in zip(metrics_df["run_id"], metrics_df["split"])]
     meta = {
         "config": spec_row["spec_text"] if spec_row is not None else (spec.text if spec else None),
         "study": spec.name if spec else (spec_row["name"] if spec_row is not None else None),
@@ -163,6 +167,20 @@ def load_frames(study_path: str | Path | StudySpec, *, db: str | Path | None = N
         runs=runs if not runs.empty else None,
         meta=meta,
     )
+
+
+def _majority_baselines(rows: list[Any]) -> dict[tuple[str, str], float]:
+    """(run id, "val"|"test") -> the majority-class baseline of the labels the run was scored on (``data.
+    majority_baseline`` of its summary, stored since 2026-12-01; runs stored earlier have none, and the analysis
+    falls back to Table 3)."""
+    out: dict[tuple[str, str], float] = {}
+    for r in rows:
+        summary = json.loads(r["summary"]) if r["summary"] else {}
+        record = (summary.get("data") or {}).get("majority_baseline") or {}
+        for name, split in (("validation", "val"), ("test", "test")):
+            if record.get(name) is not None:
+                out[(r["run_id"], split)] = float(record[name])
+    return out
 
 
 def export_results(source: str | Path, *, fmt: str = "csv", out: str | Path | None = None,

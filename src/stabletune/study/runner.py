@@ -509,7 +509,9 @@ def study_status(study: StudySpec | str | Path, *, db: str | Path | None = None,
 
     ``running`` rows whose driver is gone (killed) are reported as ``interrupted``; ``unplanned`` counts stored
     runs that the study file no longer plans (it was edited, or a stabletune upgrade changed the run ids): they are
-    kept, but they are not part of the study's results.
+    kept, but they are not part of the study's results. ``outdated`` says why, where an upgrade is the reason
+    (:func:`outdated_runs`): runs drawn with an older definition of their split, runs that grouped batches by
+    length under the old default.
     """
     from stabletune.study.backends import default_workers
 
@@ -524,11 +526,15 @@ def study_status(study: StudySpec | str | Path, *, db: str | Path | None = None,
     choices: list[str] = []
     blocked: list[tuple[str, str]] = []
     unplanned = 0
+    outdated: dict[str, Any] = {"split": {}, "grouped": 0}
     if db_path.exists():
         with Store.open(db_path, readonly=True) as store:
             plan = planner.plan(store)
             rows = {r["run_id"]: r for r in store.runs(plan.ids)}
-            unplanned = len(set(store.statuses()) - set(plan.ids))
+            unplanned_ids = set(store.statuses()) - set(plan.ids)
+            unplanned = len(unplanned_ids)
+            if unplanned_ids:
+                outdated = outdated_runs(store.runs(unplanned_ids), plan.runs)
             mean_s = store.mean_run_seconds()
             choices = [describe_choice(g, c) for g, c in plan.choices.items()]
             blocked = plan.blocked
@@ -548,4 +554,46 @@ def study_status(study: StudySpec | str | Path, *, db: str | Path | None = None,
     return {"name": spec.name, "db": str(db_path), "exists": db_path.exists(), "live": live, "total": total,
             "counts": counts, "groups": groups, "mean_run_s": mean_s,
             "eta_s": None if mean_s is None else mean_s * remaining / n, "workers": n,
-            "choices": choices, "blocked": blocked, "unplanned": unplanned}
+            "choices": choices, "blocked": blocked, "unplanned": unplanned, "outdated": outdated}
+
+
+def outdated_runs(rows: list[Any], planned: list[RunSpec]) -> dict[str, Any]:
+    """Which stored runs a stabletune upgrade made obsolete (they are kept, never reused).
+
+    Args:
+        rows: stored runs the study does not plan (``runs`` rows).
+        planned: the runs the study plans now.
+
+    Returns:
+        ``{"split": {"<split> v<old> (now v<new>)": n}, "grouped": n}``: runs whose id is the id of their config
+        under an older version of their split's definition (:data:`stabletune.data.splits.SPLIT_VERSIONS`), and
+        runs that grouped batches by length (the default until 2026-12-01) where the study now plans the same
+        run (same method, task, phase, seeds, candidate) with random batches.
+    """
+    import json
+
+    from stabletune.config import FIELDS, RunConfig
+    from stabletune.data.splits import SPLIT_VERSIONS
+    from stabletune.study.spec import canonical_json, run_id_for
+
+    twins = {(r.method, r.task, r.phase, r.seeds.seed, canonical_json(r.candidate)): r for r in planned}
+    split_counts: dict[str, int] = {}
+    grouped = 0
+    for row in rows:
+        try:
+            stored = json.loads(row["config"])
+            if "encoder_impl" in FIELDS:  # runs stored before the unpadded encoder all ran the Hugging Face forward
+                stored.setdefault("encoder_impl", "hf")
+            cfg = RunConfig(**{k: v for k, v in stored.items() if k in FIELDS})
+            candidate = canonical_json(json.loads(row["candidate"] or "{}"))
+        except (TypeError, ValueError):
+            continue  # a config this stabletune cannot read: nothing to say about it
+        now = SPLIT_VERSIONS.get(cfg.split, 1)
+        for old in range(1, now):
+            if run_id_for(row["method"], row["task"], row["phase"], cfg, split_version=old) == row["run_id"]:
+                label = f"{cfg.split} v{old} (now v{now})"
+                split_counts[label] = split_counts.get(label, 0) + 1
+        twin = twins.get((row["method"], row["task"], row["phase"], row["seed"], candidate))
+        if twin is not None and cfg.group_by_length and not twin.config.group_by_length:
+            grouped += 1
+    return {"split": split_counts, "grouped": grouped}

@@ -182,11 +182,19 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def run_id_for(method: str, task: str, phase: str, cfg: RunConfig) -> str:
-    """Stable id of a run: a hash of its resolved config (seeds included), method, task and phase.
+def run_id_for(method: str, task: str, phase: str, cfg: RunConfig, *, split_version: int | None = None) -> str:
+    """Stable id of a run: a hash of its resolved config (seeds included), method, task, phase and the version of
+    its split's definition.
 
     Options in :data:`HASH_EXCLUDE` (data location, threads, progress) are left out, and so are options added
-    after :data:`HASHED_FIELDS_V1` while they keep their default.
+    after :data:`HASHED_FIELDS_V1` while they keep their default. The split version
+    (:data:`stabletune.data.splits.SPLIT_VERSIONS`, or ``split_version`` to ask what id a run drawn with another
+    definition had) enters the hash only from version 2 on: runs of a split that never changed keep their ids,
+    and runs drawn with an older definition are never reused as results of the current one.
+
+    Changing the *default* of a field in :data:`HASHED_FIELDS_V1` (``group_by_length`` became False on
+    2026-12-01) changes the id of every run that relies on it: those fields are always hashed with their
+    value, so a stored run made under the old default is never taken for a run of the new one.
 
     The encoder path is hashed as it resolves, not as written (``encoder_impl`` itself is left out): a run on
     the unpadded encoder carries ``"encoder": "unpadded"`` in its key, a run on the Hugging Face path carries
@@ -194,16 +202,19 @@ def run_id_for(method: str, task: str, phase: str, cfg: RunConfig) -> str:
     when they still resolve to the Hugging Face path (``encoder_impl: hf``, or a family without the unpadded
     encoder), and a run that now computes unpadded gets a new id: one id never holds runs of both paths.
     """
+    from stabletune.data.splits import SPLIT_VERSIONS
     from stabletune.model import run_encoder
 
     defaults = RunConfig()
     conf = {k: v for k, v in cfg.to_dict().items() if k not in HASH_EXCLUDE and k != "encoder_impl"
             and (k in HASHED_FIELDS_V1 or v != getattr(defaults, k))}
-    key_obj = {"method": method, "task": task, "phase": phase, "config": conf}
+    key: dict[str, Any] = {"method": method, "task": task, "phase": phase, "config": conf}
     if run_encoder(cfg) == "unpadded":
-        key_obj["encoder"] = "unpadded"
-    key = canonical_json(key_obj)
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+        key["encoder"] = "unpadded"
+    version = SPLIT_VERSIONS.get(cfg.split, 1) if split_version is None else split_version
+    if version != 1:
+        key["split_version"] = version
+    return hashlib.sha256(canonical_json(key).encode()).hexdigest()[:16]
 
 
 @dataclass

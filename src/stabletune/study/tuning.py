@@ -6,9 +6,12 @@ the paper selects "based on mean validation performance") wins, ties going to th
 final seeds then run with the chosen values. A final run whose config and seeds equal a search run's is a
 copy of it (the paper's Section 5/7 protocol selects on the same seeds it reports): nothing is recomputed.
 
-Runs that finished, diverged or were early-killed count with their best validation score; a run without one
-(failed, no evaluation, NaN correlation) is left out of its candidate's mean. A group none of whose
-candidates has a score is *blocked*: its final runs are not planned, and the study reports it.
+Runs that finished, diverged or were early-killed count with their best validation score; one without a score
+(a NaN correlation: a constant predictor; no evaluation before diverging) counts as the worst score, 0
+(:data:`stabletune.metrics.NAN_SCORE`, the rule every statistic follows), so a candidate whose seeds collapse
+cannot win because its collapsed seeds were dropped. Failed runs (train() raised: an error, not a score) are
+left out; a group none of whose candidates has a scored run is *blocked*: its final runs are not planned, and
+the study reports it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from stabletune.metrics import score_or_worst
 from stabletune.study.spec import RunSpec, StudySpec, canonical_json
 from stabletune.study.store import TERMINAL, Store
 
@@ -30,6 +34,8 @@ class CandidateScore:
     mean_val: float | None
     n_scored: int
     n_runs: int
+    n_nan: int = 0
+    """Scored runs without a validation score (NaN), counted as 0 in ``mean_val``."""
 
 
 @dataclass
@@ -47,19 +53,23 @@ class Plan:
 
 
 def candidate_scores(runs: list[RunSpec], rows: dict[str, Any]) -> list[CandidateScore]:
-    """Mean best-checkpoint validation score of each candidate over its search runs (file order)."""
+    """Mean best-checkpoint validation score of each candidate over its search runs (file order); a run with a
+    result but no score (NaN) counts as 0, a failed run is left out."""
     by_cand: dict[str, list[RunSpec]] = {}
     for r in runs:
         by_cand.setdefault(canonical_json(r.candidate), []).append(r)
     out = []
     for group in by_cand.values():
-        vals = []
+        vals, n_nan = [], 0
         for r in group:
             row = rows.get(r.run_id)
-            v = row["best_val"] if row is not None and row["status"] in ("finished", "diverged", "killed") else None
-            if v is not None and math.isfinite(v):
-                vals.append(v)
-        out.append(CandidateScore(group[0].candidate, sum(vals) / len(vals) if vals else None, len(vals), len(group)))
+            if row is None or row["status"] not in ("finished", "diverged", "killed"):
+                continue
+            v = row["best_val"]  # the store keeps NaN as NULL
+            n_nan += v is None or not math.isfinite(v)
+            vals.append(score_or_worst(v))
+        out.append(CandidateScore(group[0].candidate, sum(vals) / len(vals) if vals else None, len(vals), len(group),
+                                  n_nan))
     return out
 
 
@@ -119,5 +129,6 @@ class Planner:
 
 def describe_choice(group: Group, choice: CandidateScore) -> str:
     values = ", ".join(f"{k}={json.dumps(v)}" for k, v in choice.candidate.items())
+    nan = f", {choice.n_nan} without a score counted as 0" if choice.n_nan else ""
     return (f"{group[0]}/{group[1]}: chose {values} (mean val {choice.mean_val:.4f} over "
-            f"{choice.n_scored}/{choice.n_runs} search runs)")
+            f"{choice.n_scored}/{choice.n_runs} search runs{nan})")
