@@ -216,6 +216,17 @@ def test_dev_as_test(glue):
     _check_consistent(splits, train, dev)
 
 
+def test_no_test_needs_no_dev_set_and_holds_out_validation(glue, caplog):
+    """Section 7.2's intermediate model (MNLI here has no dev set): validation from train, no test, said so."""
+    spec, train, dev = glue["cola"]
+    with caplog.at_level("WARNING"):
+        splits = make_splits(spec, train, [], split="no-test", seed=0)
+    assert "no test set" in caplog.text
+    assert splits.test == [] and len(splits.validation) == round(0.1 * len(train))
+    assert sorted(_idx(splits, "train") + _idx(splits, "validation")) == list(range(len(train)))
+    assert make_splits(spec, train, dev, split="no-test", seed=0).indices == splits.indices  # dev is not read
+
+
 @pytest.mark.parametrize("split", ["paper-small", "paper-1k", "dev-as-test"])
 def test_train_size(glue, split):
     spec, train, dev = glue["mrpc"]

@@ -27,7 +27,7 @@ import yaml
 from stabletune.errors import ConfigError, InvalidValue
 
 DATA_DIR_ENV = "STABLETUNE_DATA_DIR"
-SPLITS = ("paper-small", "paper-1k", "dev-as-test", "files")
+SPLITS = ("paper-small", "paper-1k", "dev-as-test", "files", "no-test")
 SEED_LIMIT = 2**32
 """Seeds are numpy/torch seeds: ``0 <= seed < SEED_LIMIT`` (``np.random.seed``'s range), in run configs and study
 files alike."""
@@ -54,7 +54,7 @@ class RunConfig:
     """User dataset: the label column."""
     task_type: Literal["auto", "classification", "regression"] = "auto"
     """User dataset: classification or regression (auto: regression if every label is a non-integer number)."""
-    split: Literal["paper-small", "paper-1k", "dev-as-test", "files"] = "paper-small"
+    split: Literal["paper-small", "paper-1k", "dev-as-test", "files", "no-test"] = "paper-small"
     """paper-small: dev halved into val/test; paper-1k: 1k train, and val/test as the paper per task (Section 3):
     RTE/MRPC/STS-B/CoLA dev halved, SST-2/QNLI/QQP/MNLI 1k val from train and test = dev; files: as given
     (docs/fit.md)."""

@@ -40,7 +40,7 @@ DEV_AS_TEST_VALIDATION = 0.1
 REGRESSION_BINS = 5
 """Equal-width score bins that stratify regression labels (STS-B: [0,1), [1,2), ..., [4,5])."""
 
-SPLIT_VERSIONS: dict[str, int] = {"paper-small": 1, "paper-1k": 2, "dev-as-test": 1, "files": 1}
+SPLIT_VERSIONS: dict[str, int] = {"paper-small": 1, "paper-1k": 2, "dev-as-test": 1, "files": 1, "no-test": 1}
 """The current definition of each split. History:
 
 - ``paper-1k`` v1 (until 2026-12-01): 1k training + 1k validation examples from the training set and the whole
@@ -114,6 +114,9 @@ def make_splits(spec: TaskSpec, train: list[Example], dev: list[Example], *, spl
       sample; we allocate exactly 1,000 and stratify regression scores, which keeps the draw balanced.
     - ``"dev-as-test"`` — test = the full dev set; 10 % of the training set, stratified, is held out as
       validation (using the test set for model selection would bias the test score); train = the rest.
+    - ``"no-test"`` — validation as ``dev-as-test`` (10 % of the training set, stratified), no test set and no
+      dev file needed: a model trained only to be fine-tuned further, like the intermediate MNLI model of
+      Section 7.2 (the shared MNLI data has no dev set). The run says so and is scored on validation only.
 
     ``train_size`` then subsamples the training split to that many examples, class-balanced (regression:
     proportional to the bins), after the split is drawn, so validation and test do not depend on it.
@@ -180,6 +183,12 @@ def make_splits(spec: TaskSpec, train: list[Example], dev: list[Example], *, spl
         validation_idx, train_idx = _hold_out(spec, train, rng, f"split '{split}'")
         parts = {"train": ("train", train_idx), "validation": ("train", validation_idx),
                  "test": ("dev", np.arange(len(dev)))}
+    elif split == "no-test":
+        validation_idx, train_idx = _hold_out(spec, train, rng, f"split '{split}'")
+        parts = {"train": ("train", train_idx), "validation": ("train", validation_idx),
+                 "test": ("dev", np.arange(0))}
+        logger.warning("task %s: split 'no-test' has no test set: the run is scored on validation only "
+                       "(a model to fine-tune further, e.g. an intermediate task, Section 7.2)", spec.name)
     elif split == "files":
         if spec.glue_dir is not None:
             raise InvalidValue("split", f"'files' takes your own files (train, dev and test files), not GLUE task "
