@@ -52,6 +52,26 @@ def test_shipped_study_loads_and_documents_its_command(path):
         assert r.config.progress is False
 
 
+PAPER_CPU = sorted((ROOT / "studies" / "paper-cpu").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PAPER_CPU, ids=[p.stem for p in PAPER_CPU])
+def test_paper_cpu_study_loads_and_documents_its_command(path, tmp_path):
+    text = path.read_text()
+    assert text.startswith("#") and f"stabletune study run studies/paper-cpu/{path.name}" in text
+    assert "Wall time on this 2-core machine" in text
+    if "init_from" in text:  # sec7: the intermediate model is built first (its command is in the file)
+        with pytest.raises(ConfigError, match="runs/mnli-intermediate/model"):
+            load_study(path)
+        model = tmp_path / "model"
+        model.mkdir()
+        (model / "config.json").write_text('{"model_type": "bert", "num_hidden_layers": 6}')
+        text = text.replace("../../runs/mnli-intermediate/model", str(model))
+        path = write(tmp_path, text.replace("../../../shared", str(ROOT.parent / "shared")), path.name)
+    spec = load_study(path)
+    assert spec.num_runs() >= 30
+
+
 def test_smoke_study_is_2_methods_1_task_3_seeds():
     spec = load_study(ROOT / "studies" / "smoke.yaml")
     assert len(spec.methods) == 2 and len(spec.tasks) == 1 and len(spec.seeds) == 3
