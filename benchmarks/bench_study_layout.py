@@ -45,7 +45,7 @@ def worker(spec: dict) -> None:
 
     torch.set_num_threads(spec["threads"])
     from stabletune.config import make_config
-    from stabletune.ensemble import train_ensemble
+    from stabletune.train import train_ensemble
     from stabletune.train import train
 
     # The first member of every process keeps data seed 0, so every layout times the same batches; further

@@ -253,9 +253,9 @@ def load(model: str, num_labels: int, attn: str):
 @contextlib.contextmanager
 def _instrumented_stabletune(window: Window):
     """Record the batches of stabletune's loop and skip the untimed test evaluation of a stopped run."""
-    import stabletune.train as train_mod
+    from stabletune.engine import loop as loop_mod  # the loop's batches and the (test) evaluations
 
-    real_collate, real_evaluate = train_mod.collate, train_mod.evaluate
+    real_collate, real_evaluate = loop_mod.collate, loop_mod.evaluate
 
     def collate(enc, idx, *, pad_id, pad_to=None):
         batch = real_collate(enc, idx, pad_id=pad_id, pad_to=pad_to)
@@ -266,11 +266,11 @@ def _instrumented_stabletune(window: Window):
         return {}, float("nan"), None
 
     pending: list = []
-    train_mod.collate, train_mod.evaluate = collate, no_test
+    loop_mod.collate, loop_mod.evaluate = collate, no_test
     try:
         yield pending
     finally:
-        train_mod.collate, train_mod.evaluate = real_collate, real_evaluate
+        loop_mod.collate, loop_mod.evaluate = real_collate, real_evaluate
 
 
 def run_stabletune(data: TaskData, args, steps: int, repeat: int, *, method: str = "stabletune") -> dict:
@@ -283,7 +283,7 @@ def run_stabletune(data: TaskData, args, steps: int, repeat: int, *, method: str
     window = Window(steps)
     with _instrumented_stabletune(window) as pending:
         def callback(event):
-            return event["event"] == "step" and window.step(pending.pop(0))
+            return event.kind == "step" and window.step(pending.pop(0))
 
         res = train(cfg, None, callback=callback)
     encoder = res.environment["encoder"]
@@ -378,7 +378,7 @@ def trainer_available() -> str | None:
 # ------------------------------------------------------------------------------------------------
 def fixed_length_steps(args, lengths: list[int], steps: int) -> dict[int, dict]:
     from stabletune.techniques import prepare
-    from stabletune.train import compute_loss
+    from stabletune.engine.loop import compute_loss
 
     from stabletune.model import load_model
 
@@ -486,8 +486,9 @@ def end_to_end(args) -> dict:
 
 def ensemble_speed(args, data: TaskData, ks: list[int], steps: int, repeats: int) -> list[dict]:
     """Seconds per update per seed of ``train_ensemble`` with K members (K=1: the ordinary ``train``)."""
-    import stabletune.ensemble as ens_mod
     from stabletune.config import make_config
+    from stabletune.engine import loop as loop_mod
+    from stabletune.train import train_ensemble
 
     rows = {k: [] for k in ks}
     for r in range(repeats):
@@ -502,18 +503,24 @@ def ensemble_speed(args, data: TaskData, ks: list[int], steps: int, repeats: int
                 continue
             window = Window(steps)
 
-            def callback(e):
-                if e["event"] != "step":
-                    return False
-                lengths = np.asarray(e["lengths"], dtype=np.int64)
-                return window.step((len(lengths), e["width"], int(lengths.sum()), int((lengths**2).sum())))
+            step_lengths: list = []
 
-            real_evaluate = ens_mod.evaluate
-            ens_mod.evaluate = lambda *a, **kw: ({}, float("nan"), None)  # skip the untimed test evaluations
+            def callback(e, k=k):
+                if e.kind != "step":
+                    return False
+                step_lengths.extend(e.lengths)  # one event per member; the step is done after the last one
+                if e.member < k - 1:
+                    return False
+                lengths = np.asarray(step_lengths, dtype=np.int64)
+                step_lengths.clear()
+                return window.step((len(lengths), e.width, int(lengths.sum()), int((lengths**2).sum())))
+
+            real_evaluate = loop_mod.evaluate
+            loop_mod.evaluate = lambda *a, **kw: ({}, float("nan"), None)  # skip the untimed test evaluations
             try:
-                ens_mod.train_ensemble(cfgs, [None] * k, callback=callback)
+                train_ensemble(cfgs, [None] * k, callback=callback)
             finally:
-                ens_mod.evaluate = real_evaluate
+                loop_mod.evaluate = real_evaluate
             rows[k].append(window.result(Dims(_config_of(args.model, data.num_labels), data.num_labels)))
     out = []
     base = statistics.median(x["s_per_step"] for x in rows[1])

@@ -9,7 +9,7 @@
    AdamW (:func:`stabletune.techniques.optim.build_optimizer`), gradient clipping. Prints steps/s, examples/s, achieved
    TFLOP/s (formula of ``benchmarks/bench_train.py``) against a bf16 GEMM measured in the same process, and peak
    memory. The same for the ``eager`` attention, for comparison.
-2. Vectorised ensembles (:class:`stabletune.ensemble.StackedModels`) of a MiniLM-sized encoder (6 layers, width
+2. Vectorised ensembles (:class:`stabletune.engine.ensemble.StackedModels`) of a MiniLM-sized encoder (6 layers, width
    384), K in {1, 4, 8, 16}, at 32 and 128 tokens: seconds per update per seed against one separate run's update
    (SDPA, no vmap, as :func:`stabletune.train.train`), and memory.
 
@@ -101,7 +101,7 @@ def timed_steps(step, device: torch.device, *, warmup: int, steps: int):
 def single_model(sizes: dict, *, attn: str, device: torch.device, dtype: torch.dtype | None, batch: int,
                  length: int, warmup: int, steps: int) -> dict:
     from stabletune.techniques.optim import build_optimizer
-    from stabletune.train import compute_loss
+    from stabletune.engine.loop import compute_loss
 
     reset_memory(device)
     model = make_model(sizes, attn=attn, device=device)
@@ -127,7 +127,7 @@ def single_model(sizes: dict, *, attn: str, device: torch.device, dtype: torch.d
 
 def ensemble_speed(sizes: dict, *, ks: list[int], device: torch.device, dtype: torch.dtype | None, batch: int,
                    length: int, warmup: int, steps: int) -> list[dict]:
-    from stabletune.ensemble import StackedModels
+    from stabletune.engine.ensemble import StackedModels
     from stabletune.techniques.optim import build_optimizer
 
     # the baseline: one separate run's step (what train() does: SDPA, no vmap)

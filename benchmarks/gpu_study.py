@@ -58,7 +58,7 @@ def check_equivalence(model: str, data_dir: str, task: str) -> dict:
     import torch
 
     from stabletune.config import make_config
-    from stabletune.ensemble import train_ensemble
+    from stabletune.train import train_ensemble
     from stabletune.train import train
 
     cfgs = [make_config({"task": task, "data_dir": data_dir, "model": model, "split": "paper-1k", "seed": s,

@@ -127,6 +127,20 @@ def test_user_errors_one_line_exit_2(case, tiny_model, tmp_path, capsys):
     assert not out.exists() and not list(tmp_path.glob("out.partial*"))
 
 
+@pytest.mark.parametrize("extra, expect", [
+    (["--reinit-layers", "3"], "invalid option --reinit-layers: 3 exceeds the 2 Transformer blocks"),
+    (["--mixout", "0.1", "--mixout-targets", "no_such_layer"], "invalid option --mixout-targets: 'no_such_layer'"),
+    (["--train-size", "100000"], "invalid option --train-size: 100000"),
+])
+def test_component_errors_are_worded_as_options_at_the_edge(extra, expect, tiny_model, tmp_path, capsys):
+    """The techniques and splits raise plain errors naming their arguments; the run's set-up (the config edge)
+    says which option set the value. These values pass config validation: only the model or data refute them."""
+    code, _, err = run_cli(base_args(tiny_model, tmp_path / "out") + extra, capsys)
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and expect in lines[0], err
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.partial*"))
+
+
 def test_python_dash_m_works():
     r = subprocess.run([sys.executable, "-m", "stabletune", "train", "--help"], capture_output=True, text=True,
                        timeout=120)

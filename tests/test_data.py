@@ -16,7 +16,7 @@ import pytest
 
 from stabletune.config import DATA_DIR_ENV
 from stabletune.data import Example, load_task_data, read_glue_tsv
-from stabletune.errors import ConfigError, DataError
+from stabletune.errors import ConfigError, DataError, InvalidValue
 
 SHARED_GLUE = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "glue").resolve()
 
@@ -322,7 +322,7 @@ def test_user_task_type(tmp_path):
     assert spec.labels == ("2.5", "neg", "pos")
     with pytest.raises(DataError, match=r"w\.tsv, line 2: label 'pos' is not a number"):
         _user(words, None, task_type="regression")
-    with pytest.raises(ConfigError, match="task-type"):
+    with pytest.raises(InvalidValue, match="^invalid task_type"):
         _user(words, None, task_type="ordinal")
 
 
@@ -358,7 +358,7 @@ def test_user_errors(tmp_path):
         _user(_write(tmp_path / "data.xlsx", "x"), None)
     with pytest.raises(DataError, match=r"file not found: .*missing_dev\.csv"):
         _user(train, tmp_path / "missing_dev.csv")
-    with pytest.raises(ConfigError, match="text-columns"):
+    with pytest.raises(InvalidValue, match="^invalid text_columns"):
         _user(train, None, ("a", "b", "c"))
-    with pytest.raises(ConfigError, match="text-columns"):
+    with pytest.raises(InvalidValue, match="^invalid text_columns"):
         load_task_data(task=None, data_dir=None, train_file=str(train), dev_file=None)

@@ -8,21 +8,15 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from stabletune import ensemble as ens_mod
-from stabletune import train as train_mod
-from stabletune.config import make_config
-from stabletune.ensemble import train_ensemble
+from stabletune.engine import loop as loop_mod
 from stabletune.errors import ConfigError
-from stabletune.train import train
-from tinymodel import glue_dir
+from stabletune.train import train, train_ensemble
+from tinymodel import tiny_run_config
 
 
 def cfg_for(model_dir, **kw):
-    base = dict(task="rte", data_dir=str(glue_dir()), model=str(model_dir), train_size=32, batch_size=8,
-                max_steps=8, num_evals=4, max_seq_length=64, eval_batch_size=64, progress=False, lr=1e-3,
-                threads=1, dropout=0.0, encoder_impl="hf")  # vectorised ensembles run the Hugging Face forward
-    base.update(kw)
-    return make_config(base)
+    # vectorised ensembles run the Hugging Face forward
+    return tiny_run_config(model_dir, **{"dropout": 0.0, "encoder_impl": "hf", **kw})
 
 
 def assert_same_run(seq, ens, *, tol=1e-5):
@@ -92,13 +86,13 @@ def test_diverged_member_stops_alone(tiny_model, monkeypatch):
         return collate
 
     cfgs = [cfg_for(tiny_model, seed=s) for s in range(K)]
-    monkeypatch.setattr(ens_mod, "collate", poisoning(ens_mod.collate, (bad_step - 1) * K + bad_member))
+    monkeypatch.setattr(loop_mod, "collate", poisoning(loop_mod.collate, (bad_step - 1) * K + bad_member))
     members = train_ensemble(cfgs, [None] * K)
     monkeypatch.undo()
     separate = []
     for k, c in enumerate(cfgs):
         if k == bad_member:
-            monkeypatch.setattr(train_mod, "collate", poisoning(train_mod.collate, bad_step - 1))
+            monkeypatch.setattr(loop_mod, "collate", poisoning(loop_mod.collate, bad_step - 1))
         separate.append(train(c))
         monkeypatch.undo()
     assert [m.status for m in members] == ["finished", "diverged", "finished"]

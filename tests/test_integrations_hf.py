@@ -20,7 +20,8 @@ from stabletune.data import load_task_data, make_splits  # noqa: E402
 from stabletune.data.batching import collate, epoch_batches, steps_per_epoch  # noqa: E402
 from stabletune.integrations.hf import prepare_for_trainer  # noqa: E402
 from stabletune.model import load_model  # noqa: E402
-from stabletune.train import derive_seed, encode_splits, train  # noqa: E402
+from stabletune.engine.setup import derive_seed, encode_splits  # noqa: E402
+from stabletune.train import train  # noqa: E402
 
 WORDS = "the a cat dog sat ran on under mat log big small red blue quickly slowly".split()
 
@@ -141,5 +142,5 @@ def test_reinit_happens_at_prepare_and_bad_values_are_value_errors(make_tiny):
     assert st.model is model and st.optimizers[1] is None
     lrs = sorted({g["lr"] for g in st.optimizer.param_groups})
     assert lrs[-1] == pytest.approx(args.learning_rate) and len(lrs) > 2  # LLRD: one peak rate per depth
-    with pytest.raises(ValueError, match="reinit-layers"):
+    with pytest.raises(ValueError, match="^invalid reinit_layers: 99 exceeds"):  # names the argument, not an option
         prepare_for_trainer(make_tiny("bert", num_labels=2), args, reinit_layers=99)

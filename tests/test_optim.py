@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from stabletune.errors import ConfigError
+from stabletune.errors import InvalidValue
 from stabletune.techniques.llrd import build_param_groups
 from stabletune.techniques.optim import AdamW, build_optimizer
 
@@ -157,10 +157,12 @@ def test_state_dict_round_trip():
 
 def test_build_optimizer_rejects_bad_values():
     p = [torch.nn.Parameter(torch.ones(1))]
-    with pytest.raises(ConfigError, match="--optimizer"):
+    with pytest.raises(InvalidValue, match="^invalid optimizer: 'adam'"):
         build_optimizer(p, name="adam", lr=1e-3)
-    with pytest.raises(ConfigError, match="--adam-eps"):
+    with pytest.raises(InvalidValue, match="^invalid eps: must be > 0"):
         build_optimizer(p, name="adamw", lr=1e-3, eps=0.0)
-    with pytest.raises(ConfigError, match="--lr"):
+    with pytest.raises(InvalidValue, match="^invalid lr: must be > 0"):
         build_optimizer(p, name="adamw", lr=0.0)
+    with pytest.raises(InvalidValue, match="^invalid weight_decay: must be >= 0"):
+        build_optimizer(p, name="adamw", lr=1e-3, weight_decay=-1.0)
     assert build_optimizer(p, name="adamw", lr=1e-3).defaults["correct_bias"] is True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stabletune.errors import ConfigError
+from stabletune.errors import InvalidValue
 from stabletune.techniques.llrd import build_param_groups
 from stabletune.techniques.optim import build_optimizer
 from stabletune.techniques.prior_wd import build_prior_wd, snapshot
@@ -108,9 +108,9 @@ def test_off_and_bad_values():
     before = [p.detach().clone() for p in model.parameters()]
     hook()
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    with pytest.raises(ConfigError, match="--pretrained-wd-new-params"):
+    with pytest.raises(InvalidValue, match="^invalid new_params: 'fresh'"):
         build_prior_wd(groups, named, snapshot(named), strength=1.0, new_params="fresh")
-    with pytest.raises(ConfigError, match="--pretrained-wd"):
+    with pytest.raises(InvalidValue, match="^invalid strength: must be >= 0"):
         build_prior_wd(groups, named, snapshot(named), strength=-1.0)
 
 

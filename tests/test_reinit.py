@@ -7,7 +7,7 @@ import torch
 from scipy import stats
 
 from conftest import FAMILY_TYPES
-from stabletune.errors import ConfigError
+from stabletune.errors import ConfigError, InvalidValue
 from stabletune.techniques.families import get_layout, is_norm
 from stabletune.techniques.reinit import apply_reinit, init_module_
 
@@ -115,9 +115,9 @@ def test_noop_and_errors(make_tiny):
     assert apply_reinit(model, num_layers=0, reinit_pooler=False, generator=g) == []
     assert torch.equal(g.get_state(), state)
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
-    with pytest.raises(ConfigError, match="exceeds the 3 Transformer blocks"):
+    with pytest.raises(InvalidValue, match="^invalid num_layers: 4 exceeds the 3 Transformer blocks"):
         apply_reinit(model, num_layers=4, reinit_pooler=False, generator=g)
-    with pytest.raises(ConfigError, match="--reinit-layers"):
+    with pytest.raises(InvalidValue, match="^invalid num_layers: must be an integer >= 0"):
         apply_reinit(model, num_layers=-1, reinit_pooler=False, generator=g)
     with pytest.raises(ConfigError, match="unsupported architecture"):
         apply_reinit(torch.nn.Sequential(torch.nn.Linear(2, 2)), num_layers=1, reinit_pooler=False, generator=g)

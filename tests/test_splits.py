@@ -13,7 +13,7 @@ import pytest
 
 from stabletune.config import DATA_DIR_ENV
 from stabletune.data import Example, load_task_data, make_splits
-from stabletune.errors import ConfigError, DataError
+from stabletune.errors import DataError, InvalidValue
 from stabletune.metrics import majority_baseline
 from stabletune.tasks import TaskSpec, get_task
 
@@ -80,7 +80,7 @@ def test_paper_small_sizes_and_stratification(glue, task, n_val, n_test):
 
 def test_paper_small_refused_for_large_tasks(glue):
     spec, train, dev = glue["sst-2"]
-    with pytest.raises(ConfigError, match="paper-1k"):
+    with pytest.raises(InvalidValue, match="^invalid split: .*'paper-1k'"):
         make_splits(spec, train, dev, split="paper-small", seed=0)
 
 
@@ -239,7 +239,7 @@ def test_train_size(glue, split):
     assert small.indices["test"] == full.indices["test"]
     assert make_splits(spec, train, dev, split=split, seed=5, train_size=64).indices == small.indices
     _check_consistent(small, train, dev)
-    with pytest.raises(ConfigError, match="train-size"):
+    with pytest.raises(InvalidValue, match="^invalid train_size"):
         make_splits(spec, train, dev, split=split, seed=5, train_size=len(full.train) + 1)
 
 
@@ -268,9 +268,9 @@ def test_user_dataset_and_errors():
         make_splits(spec, train, dev[:1], split="paper-small", seed=0)
     with pytest.raises(DataError, match="training set is empty"):
         make_splits(spec, [], dev, split="paper-small", seed=0)
-    with pytest.raises(ConfigError, match="--split.*'random'"):
+    with pytest.raises(InvalidValue, match="^invalid split: 'random'"):
         make_splits(spec, train, dev, split="random", seed=0)
-    with pytest.raises(ConfigError, match="train-size"):
+    with pytest.raises(InvalidValue, match="^invalid train_size"):
         make_splits(spec, train, dev, split="paper-small", seed=0, train_size=0)
 
 
@@ -307,9 +307,9 @@ def test_files_split_without_dev_holds_out_a_stratified_tenth():
 
 
 def test_files_split_refuses_glue_and_test_files_elsewhere():
-    with pytest.raises(ConfigError, match="your own files"):
+    with pytest.raises(InvalidValue, match="^invalid split: 'files' takes your own files"):
         make_splits(get_task("rte"), [Example("a", "b", 0)] * 4, [Example("a", "b", 0)] * 2, split="files", seed=0)
     spec = TaskSpec("mine", ("no", "yes"), "acc")
     rows = [Example(f"t{i}", None, i % 2) for i in range(10)]
-    with pytest.raises(ConfigError, match="--test-file"):
+    with pytest.raises(InvalidValue, match="^invalid test: split 'paper-small' takes its test set"):
         make_splits(spec, rows, rows, split="paper-small", seed=0, test=rows)

@@ -65,12 +65,12 @@ def test_study_ensemble_stores_every_member_as_its_separate_run(tiny_model, tmp_
 
 
 def test_a_failing_ensemble_fails_each_member(tiny_model, tmp_path, monkeypatch):
-    import stabletune.ensemble as ens_mod
+    import stabletune.train as train_mod
 
     def broken(cfgs, out_dirs=None, *, callback=None):
         raise RuntimeError("out of memory (simulated)")
 
-    monkeypatch.setattr(ens_mod, "train_ensemble", broken)
+    monkeypatch.setattr(train_mod, "train_ensemble", broken)
     path = tmp_path / "ens.yaml"
     path.write_text(STUDY.format(glue=glue_dir(), model=tiny_model).replace("seeds: 3", "seeds: 2")
                     .replace("  mixout: {mixout: 0.3}\n", ""))

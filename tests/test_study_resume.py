@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from stabletune.engine.events import Event
 from stabletune.errors import DataError, UserError
 from stabletune.study import EarlyKill, load_frames, load_results, run_study, study_status
 from stabletune.study.store import Store, utcnow
@@ -84,9 +85,8 @@ class Recorder:
         score = score_of(cfg)
         if callback is not None:
             for i, s in enumerate((2, 4, 6)):
-                callback({"event": "step", "step": s, "total": 6, "loss": 0.1})
-                if callback({"event": "eval", "step": s, "total": 6, "score": score + 0.001 * s,
-                             "val": {"acc": score}}):
+                callback(Event("step", s, 6, loss=0.1))
+                if callback(Event("eval", s, 6, score=score + 0.001 * s, val={"acc": score})):
                     return fake_result(cfg, score, status="killed", killed_at=i + 1)
         if n in self.diverge:
             return {**fake_result(cfg, score, status="diverged"), "error": "non-finite training loss nan at step 3"}
@@ -105,7 +105,7 @@ def pool_fake_run(cfg, out_dir=None, *, callback=None):
         open(marker, "w").close()
         os._exit(9)
     if callback is not None:
-        callback({"event": "step", "step": 1, "total": 6, "loss": 0.1})
+        callback(Event("step", 1, 6, loss=0.1))
     res = fake_result(cfg, score_of(cfg))
     res["environment"] = {"pid": os.getpid(), "threads": torch.get_num_threads()}
     return res
@@ -313,7 +313,7 @@ def test_early_kill_stops_runs_below_their_peers(study, tmp_path):
     def run_fn(cfg, out_dir=None, *, callback=None):  # seeds 2 and 4 are bad
         score = 0.3 if cfg.seed in (2, 4) else 0.6 + 0.01 * cfg.seed
         for i, s in enumerate((2, 4, 6)):
-            if callback({"event": "eval", "step": s, "total": 6, "score": score, "val": {"acc": score}}):
+            if callback(Event("eval", s, 6, score=score, val={"acc": score})):
                 return fake_result(cfg, score, status="killed", killed_at=i + 1)
         return {**fake_result(cfg, score), "evals": [{"step": s, "epoch": 1, "val": {"acc": score}} for s in (2, 4, 6)]}
 

@@ -74,6 +74,24 @@ def test_spec_is_frozen_and_validated():
     assert user.glue_dir is None and user.num_labels == 2
 
 
+@pytest.mark.parametrize("spelling", ["RTE", "STS-B", "stsb", "sts_b", "sts", "SST2", "sst", "sst_2", "mnli-m",
+                                      "MNLI_m", "mnli matched", "CoLA", "q_q_p"])
+def test_analysis_and_training_read_task_names_alike(spelling):
+    """One registry: the analysis and the training side accept the same spellings and agree on the task."""
+    from stabletune.analysis.frames import canonical_task
+
+    assert canonical_task(spelling) == get_task(spelling).name
+
+
+def test_analysis_tables_come_from_the_registry():
+    from stabletune.analysis.frames import MAIN_METRIC, display_task, task_order
+
+    assert MAIN_METRIC == {name: spec.metric for name, spec in GLUE_TASKS.items()}
+    assert [display_task(t) for t in task_order(["mnli", "mytask", "cola", "sts-b"])] == \
+        ["STS-B", "CoLA", "MNLI", "mytask"]
+
+
+
 # ------------------------------------------------------------------------------------------------
 # --metric: which metric selects checkpoints and candidates
 # ------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from stabletune.errors import ConfigError
+from stabletune.errors import ConfigError, InvalidValue
 from stabletune.techniques.mixout import MixoutLinear
 from stabletune.techniques import prepare
 
@@ -121,22 +121,25 @@ def test_record_and_blocks(make_tiny):
     assert prep.optimizer.param_groups[0]["lr"] == 2e-5
 
 
-@pytest.mark.parametrize("kw, option", [
-    (dict(reinit_layers=4), "--reinit-layers"), (dict(reinit_layers=-1), "--reinit-layers"),
-    (dict(mixout=1.0), "--mixout"), (dict(mixout=0.1, mixout_targets="nope"), "--mixout-targets"),
-    (dict(optimizer="sgd"), "--optimizer"), (dict(llrd=0.0), "--llrd"), (dict(pretrained_wd=-1.0), "--pretrained-wd"),
-    (dict(pretrained_wd_new_params="x"), "--pretrained-wd-new-params"), (dict(eps=0.0), "--adam-eps"),
-    (dict(weight_decay=-0.1), "--weight-decay"), (dict(lr=0.0), "--lr"), (dict(betas=(0.9, 1.0)), "--adam-beta"),
-    (dict(mixout=0.1, mixout_granularity="row"), "granularity"), (dict(reinit_layers=True), "--reinit-layers"),
+@pytest.mark.parametrize("kw, arg", [
+    (dict(reinit_layers=4), "reinit_layers"), (dict(reinit_layers=-1), "reinit_layers"),
+    (dict(mixout=1.0), "mixout"), (dict(mixout=0.1, mixout_targets="nope"), "mixout_targets"),
+    (dict(optimizer="sgd"), "optimizer"), (dict(llrd=0.0), "llrd"), (dict(pretrained_wd=-1.0), "pretrained_wd"),
+    (dict(pretrained_wd_new_params="x"), "pretrained_wd_new_params"), (dict(eps=0.0), "eps"),
+    (dict(weight_decay=-0.1), "weight_decay"), (dict(lr=0.0), "lr"), (dict(betas=(0.9, 1.0)), "betas"),
+    (dict(mixout=0.1, mixout_granularity="row"), "mixout_granularity"), (dict(reinit_layers=True), "reinit_layers"),
+    (dict(reinit_pooler="yes"), "reinit_pooler"),
 ])
-def test_bad_values_raise_one_line_config_errors_and_leave_the_model_alone(make_tiny, kw, option):
+def test_bad_values_raise_plain_errors_naming_the_argument_and_leave_the_model_alone(make_tiny, kw, arg):
+    """prepare() names its own argument (a plain ValueError); only the config edge speaks of options."""
     model = make_tiny("bert")
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     args = dict(init_generator=torch.Generator().manual_seed(1), lr=1e-3)
     args.update(kw)
-    with pytest.raises(ConfigError, match=option) as err:
+    with pytest.raises(InvalidValue) as err:
         prepare(model, **args)
-    assert "\n" not in str(err.value)
+    assert err.value.arg == arg and str(err.value).startswith(f"invalid {arg}: ")
+    assert isinstance(err.value, ValueError) and "--" not in str(err.value) and "\n" not in str(err.value)
     assert _same({n: p.detach() for n, p in model.named_parameters()}, before)
     assert not any(isinstance(m, MixoutLinear) for m in model.modules())
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
 
 import pytest
 import torch
 
-from stabletune import train as train_mod
 from stabletune.config import make_config
-from stabletune.train import eval_steps, linear_schedule, train
+from stabletune.engine import loop as loop_mod
+from stabletune.engine.setup import linear_schedule
+from stabletune.train import train
 from tinymodel import glue_dir
 
 
@@ -20,29 +21,6 @@ def cfg_for(model_dir, **kw):
                 threads=1)
     base.update(kw)
     return make_config(base)
-
-
-def test_linear_schedule_matches_transformers():
-    from transformers import get_linear_schedule_with_warmup
-
-    p = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([p], lr=2e-5)
-    ref = get_linear_schedule_with_warmup(opt, num_warmup_steps=9, num_training_steps=96)
-    f = linear_schedule(9, 96)
-    for step in range(97):
-        assert math.isclose(f(step) * 2e-5, opt.param_groups[0]["lr"], rel_tol=1e-12, abs_tol=1e-15), step
-        opt.step()
-        ref.step()
-    assert f(0) == 0.0 and f(9) == 1.0 and f(96) == 0.0 and f(5) == pytest.approx(5 / 9)
-
-
-def test_eval_steps_spread_and_final():
-    assert eval_steps(96, 10) == [10, 20, 29, 39, 48, 58, 68, 77, 87, 96]
-    assert eval_steps(50, 10) == [5, 10, 15, 20, 25, 30, 35, 40, 45, 50]
-    assert eval_steps(3, 10) == [1, 2, 3]
-    for total in (1, 7, 96, 1001):
-        steps = eval_steps(total, 10)
-        assert steps[-1] == total and len(steps) == min(10, total)
 
 
 def test_run_folder_and_recorded_schedule(tiny_model, tmp_path):
@@ -158,11 +136,11 @@ def test_best_checkpoint_really_restored(tiny_model, tmp_path):
     loaded = load_model(str(tmp_path / "run"), num_labels=2, dropout=0.1, attn_implementation="sdpa",
                         init_generator=torch.Generator().manual_seed(0))
     assert loaded.new_param_names == []
-    ev = dict(batch_size=64, device=torch.device("cpu"), pad_id=0, autocast=train_mod.contextlib.nullcontext)
+    ev = dict(batch_size=64, device=torch.device("cpu"), pad_id=0, autocast=contextlib.nullcontext)
     for name, rows, expect in (("validation", splits.validation, res.best["val"]),
                                ("test", splits.test, res.best["test"])):
         enc = encode(loaded.tokenizer, rows, max_length=64, is_regression=False)
-        metrics, _, _ = train_mod.evaluate(loaded.model, enc, spec, **ev)
+        metrics, _, _ = loop_mod.evaluate(loaded.model, enc, spec, **ev)
         assert metrics == pytest.approx(expect, abs=1e-12)
     best_eval = next(e for e in res.evals if e["step"] == res.best["step"])
     assert main_metric(spec, best_eval["val"]) == max(main_metric(spec, e["val"]) for e in res.evals)
@@ -170,7 +148,7 @@ def test_best_checkpoint_really_restored(tiny_model, tmp_path):
 
 def test_failure_leaves_no_folder(tiny_model, tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = train_mod.evaluate
+    real = loop_mod.evaluate
 
     def boom(*a, **kw):
         calls["n"] += 1
@@ -178,14 +156,14 @@ def test_failure_leaves_no_folder(tiny_model, tmp_path, monkeypatch):
             raise RuntimeError("simulated crash")
         return real(*a, **kw)
 
-    monkeypatch.setattr(train_mod, "evaluate", boom)
+    monkeypatch.setattr(loop_mod, "evaluate", boom)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(cfg_for(tiny_model, max_steps=4, num_evals=2), str(tmp_path / "run"))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_divergence_is_recorded(tiny_model, monkeypatch, tmp_path):
-    real = train_mod.compute_loss
+    real = loop_mod.compute_loss
     state = {"n": 0}
 
     def nan_at_3(logits, labels, is_regression):
@@ -195,7 +173,7 @@ def test_divergence_is_recorded(tiny_model, monkeypatch, tmp_path):
         state["n"] += 1
         return loss * float("nan") if state["n"] == 3 else loss
 
-    monkeypatch.setattr(train_mod, "compute_loss", nan_at_3)
+    monkeypatch.setattr(loop_mod, "compute_loss", nan_at_3)
     res = train(cfg_for(tiny_model, max_steps=6, num_evals=3), str(tmp_path / "run"))
     assert res.status == "diverged" and "step 3" in res.error
     assert len(res.train_log) == 2
@@ -206,9 +184,9 @@ def test_divergence_is_recorded(tiny_model, monkeypatch, tmp_path):
 def test_callback_can_stop_a_run(tiny_model):
     events = []
     res = train(cfg_for(tiny_model, max_steps=8, num_evals=4),
-                callback=lambda e: events.append(e) or (e["event"] == "eval" and e["step"] >= 4))
+                callback=lambda e: events.append(e) or (e.kind == "eval" and e.step >= 4))
     assert res.status == "killed" and res.last["step"] == 4
-    assert [e["step"] for e in events if e["event"] == "eval"] == [2, 4]
+    assert [e.step for e in events if e.kind == "eval"] == [2, 4]
 
 
 def test_init_from_earlier_run_keeps_encoder_replaces_head(tiny_model, tmp_path):
@@ -238,7 +216,7 @@ def test_padding_to_max_length_changes_nothing_but_rounding(tiny_model):
     widths = {"dynamic": [], "max_length": []}
 
     def record(kind):
-        return lambda e: widths[kind].append(e["width"]) if e["event"] == "step" else None
+        return lambda e: widths[kind].append(e.width) if e.kind == "step" else None
 
     # grouped batches: with random ones nearly every RTE batch holds an example truncated at 64 tokens, so
     # dynamic padding would be 64 wide too and the test could not tell the two apart

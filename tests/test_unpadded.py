@@ -301,7 +301,7 @@ def test_run_ids_follow_the_resolved_path(tmp_path):
 
 
 def test_ensembles_never_vectorise_unpadded_runs(tiny_model):
-    from stabletune.ensemble import sequential_reason
+    from stabletune.train import sequential_reason
 
     assert "unpadded" in sequential_reason(run_cfg(tiny_model))
     assert sequential_reason(run_cfg(tiny_model, encoder_impl="hf")) is None

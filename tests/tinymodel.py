@@ -33,6 +33,17 @@ def make_tiny_bert(path: Path, *, seed: int = 0, hidden: int = 32, layers: int =
     return path
 
 
+def tiny_run_config(model_dir: Path, **overrides):
+    """A fast validated RunConfig on RTE for whole runs of the tiny model (8 updates of 8 examples, 1 thread)."""
+    from stabletune.config import make_config
+
+    base = dict(task="rte", data_dir=str(glue_dir()), model=str(model_dir), train_size=32, batch_size=8,
+                max_steps=8, num_evals=4, max_seq_length=64, eval_batch_size=64, progress=False, lr=1e-3,
+                threads=1)
+    base.update(overrides)
+    return make_config(base)
+
+
 POSITIVE = ("good", "great", "fine", "lovely", "superb", "nice")
 NEGATIVE = ("bad", "awful", "poor", "sad", "dull", "ugly")
 

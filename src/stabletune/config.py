@@ -1,12 +1,17 @@
 """The run configuration: one typed dataclass, parsed and validated once at the edge.
 
 Precedence (lowest to highest): dataclass defaults < YAML file (``--config``) < command-line options
-(``--lr 3e-5``) and ``key=value`` overrides. Everything below the CLI takes flat keyword arguments;
-only :func:`stabletune.train.train` reads a :class:`RunConfig`.
+(``--lr 3e-5``) and ``key=value`` overrides.
+
+The edge reads a :class:`RunConfig`: the CLI, study files (:mod:`stabletune.study`) and the run engine's set-up
+(:mod:`stabletune.engine.setup`, behind :func:`stabletune.train.train`). The components below it (techniques,
+data readers and splits, metrics) take plain keyword arguments and raise plain errors about values
+(:class:`~stabletune.errors.InvalidValue`); :func:`option_errors` rewords those as the options that set them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -15,17 +20,14 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Iterator, Literal, get_args, get_origin
 
 import yaml
 
-from stabletune.errors import ConfigError
+from stabletune.errors import ConfigError, InvalidValue
 
 DATA_DIR_ENV = "STABLETUNE_DATA_DIR"
 SPLITS = ("paper-small", "paper-1k", "dev-as-test", "files", "no-test")
-OPTIMIZERS = ("adamw", "bertadam")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-ATTENTION = ("sdpa", "eager")
 SEED_LIMIT = 2**32
 """Seeds are numpy/torch seeds: ``0 <= seed < SEED_LIMIT`` (``np.random.seed``'s range), in run configs and study
 files alike."""
@@ -162,7 +164,7 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         """Check every value; raise ConfigError naming the option. Returns self."""
         def bad(name: str, msg: str) -> None:
-            raise ConfigError(f"invalid option --{name.replace('_', '-')}: {msg}")
+            raise ConfigError(f"invalid option {option_name(name)}: {msg}")
 
         for name in FIELDS:  # inf/nan pass every comparison below (nan <= 0 is False)
             value = getattr(self, name)
@@ -258,7 +260,7 @@ def coerce(name: str, value: Any, *, source: str = "option") -> Any:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"unknown {source} key '{name}'{hint}")
     tp, optional = _base_type(field_type(name))
-    flag = f"--{name.replace('_', '-')}"
+    flag = option_name(name)
     if optional and (value is None or (isinstance(value, str) and value.lower() in ("none", "null", ""))):
         return None
     try:
@@ -333,6 +335,29 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
+def option_name(name: str) -> str:
+    """The command-line spelling of a RunConfig field (``adam_eps`` -> ``--adam-eps``)."""
+    return "--" + name.replace("_", "-")
+
+
+@contextlib.contextmanager
+def option_errors(**fields: str | tuple[str, ...]) -> Iterator[None]:
+    """Reword a component's :class:`~stabletune.errors.InvalidValue` as a ConfigError naming the option(s) that
+    set the value. ``fields`` maps the component's argument names to RunConfig fields where they differ
+    (``eps="adam_eps"``, ``betas=("adam_beta1", "adam_beta2")``); other arguments are named as the fields.
+
+    Example:
+        >>> with option_errors(seed="split_seed"):
+        ...     make_splits(spec, train, dev, split=cfg.split, seed=cfg.split_seed, train_size=cfg.train_size)
+    """
+    try:
+        yield
+    except InvalidValue as e:
+        names = fields.get(e.arg, e.arg)
+        options = "/".join(option_name(n) for n in ((names,) if isinstance(names, str) else names))
+        raise ConfigError(f"invalid option {options}: {e.problem}") from None
+
+
 def make_config(overrides: dict[str, Any] | None = None, *, yaml_path: str | None = None) -> RunConfig:
     """Build and validate a RunConfig from an optional YAML file and overrides (which win)."""
     values: dict[str, Any] = {}
@@ -344,9 +369,3 @@ def make_config(overrides: dict[str, Any] | None = None, *, yaml_path: str | Non
     if values.get("data_dir") is None and values.get("train_file") is None and os.environ.get(DATA_DIR_ENV):
         values["data_dir"] = os.environ[DATA_DIR_ENV]
     return RunConfig(**values).validate()
-
-
-def replace(cfg: RunConfig, **changes: Any) -> RunConfig:
-    """A validated copy of cfg with some fields changed (used by studies)."""
-    coerced = {k.replace("-", "_"): coerce(k.replace("-", "_"), v) for k, v in changes.items()}
-    return dataclasses.replace(cfg, **coerced).validate()

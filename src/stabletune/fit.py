@@ -585,7 +585,7 @@ def fit(*, out: str | os.PathLike, train_file: str | None = None, dev_file: str 
                          metric=metric, run_options=run_options)
     base_cfg = make_config(base)
     from stabletune.cli.train import check_inputs
-    from stabletune.train import load_run_data
+    from stabletune.engine.setup import load_run_data
 
     check_inputs(base_cfg)  # --max-seq-length against the model, before reading data
 
@@ -970,7 +970,7 @@ def _finalize(out_dir: Path, view: PlanView, *, planner: FitPlanner, search: _Se
     record["timings"]["finalize_s"] = time.monotonic() - t0
     record["timings"]["wall_s"] = t_search + record["timings"]["finalize_s"]
     _write_text(out_dir / "README.md", model_card(record))
-    from stabletune.runlog import write_json
+    from stabletune.engine.runlog import write_json
 
     write_json(out_dir / "fit.json", record)
     return FitResult(str(out_dir), choice_record, candidates, test, record)

@@ -81,7 +81,7 @@ def load_classifier(path: str | os.PathLike, *, device: str = "auto") -> Classif
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from stabletune.train import resolve_device
+    from stabletune.engine.setup import resolve_device
 
     p = resolve_model_dir(path)
     try:

@@ -1,9 +1,12 @@
-"""The task registry: label sets and evaluation metrics of the eight GLUE tasks of the paper.
+"""The task registry: label sets, evaluation metrics, names and spellings of the eight GLUE tasks of the paper.
 
 Zhang et al. (2021), Section 3 and Table 3 (Appendix A): RTE (accuracy), MRPC (F1), STS-B (Spearman
 correlation, regression), CoLA (Matthews correlation), SST-2, QNLI, QQP and MNLI (accuracy; MNLI matched).
 The label order of every task is the one of the GLUE processors in ``transformers`` (and therefore of the
 paper's official ``run_glue.py``), so class indices mean the same thing as in the official code.
+
+The one source of these facts: training (:mod:`stabletune.data`), studies and the analysis
+(:mod:`stabletune.analysis.frames`) all read them here. Torch-free (the analysis must not import torch).
 
 User datasets get a :class:`TaskSpec` built by :func:`stabletune.data.load_task_data`
 (``glue_dir=None`` marks them).
@@ -18,8 +21,9 @@ from stabletune.errors import ConfigError
 METRICS = ("acc", "f1", "spearman", "mcc", "f1_macro", "pearson")
 CLASSIFICATION_METRICS = ("acc", "f1", "f1_macro", "mcc")
 REGRESSION_METRICS = ("pearson", "spearman")
-_METRIC_ALIASES = {"accuracy": "acc", "macro-f1": "f1_macro", "macro_f1": "f1_macro", "f1-macro": "f1_macro",
-                   "matthews": "mcc"}
+METRIC_ALIASES = {"accuracy": "acc", "macro-f1": "f1_macro", "macro_f1": "f1_macro", "f1-macro": "f1_macro",
+                  "matthews": "mcc", "matthews_correlation": "mcc", "spearmanr": "spearman", "pearsonr": "pearson"}
+"""Other names of the metrics (``--metric``, results files of other tools) -> the short names used here."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,12 @@ class TaskSpec:
         return 1 if len(self.labels) == 2 else None
 
     @property
+    def display_name(self) -> str:
+        """The paper's spelling (``"STS-B"``, ``"CoLA"``), which is the task's GLUE folder name; a user dataset's
+        own name."""
+        return self.glue_dir or self.name
+
+    @property
     def is_regression(self) -> bool:
         """True when the task predicts one real-valued score (STS-B)."""
         return self.labels is None
@@ -88,7 +98,21 @@ GLUE_TASKS: dict[str, TaskSpec] = {
     "qqp": TaskSpec("qqp", _BINARY, "acc", "QQP"),
     "mnli": TaskSpec("mnli", ("contradiction", "entailment", "neutral"), "acc", "MNLI"),
 }
-"""The eight GLUE tasks of the paper (Table 3), keyed by canonical name."""
+"""The eight GLUE tasks of the paper (Table 3), keyed by canonical name, in the paper's order."""
+
+PAPER_MAJORITY_VAL: dict[str, float] = {
+    "rte": 0.529, "mrpc": 0.813, "sts-b": 0.0, "cola": 0.0, "sst-2": 0.500, "qnli": 0.500, "qqp": 0.500, "mnli": 0.333,
+}
+"""Majority-class baseline of the paper's *validation* split, in the task's main metric (Table 3, val row). Used
+only for results that carry no baseline of their own (imported without labels): it is the score on the official
+code's draw; stabletune's own runs store the baseline of the labels they were scored on (``majority_baseline``)."""
+
+PAPER_MAJORITY_TEST: dict[str, float] = {
+    "rte": 0.525, "mrpc": 0.812, "sts-b": 0.0, "cola": 0.0, "sst-2": 0.491, "qnli": 0.505, "qqp": 0.632, "mnli": 0.318,
+}
+"""Majority-class baseline of the paper's *test* split, in the task's main metric (Table 3, test row); a fallback
+as :data:`PAPER_MAJORITY_VAL`: the official code's draw gives test the larger half of each odd class (RTE 73/139),
+stabletune's paper-small RTE test half has 73/138."""
 
 SMALL_TASKS = ("rte", "mrpc", "sts-b", "cola")
 """Tasks with fewer than 10k training examples, studied with their full training set (Section 3)."""
@@ -96,17 +120,24 @@ SMALL_TASKS = ("rte", "mrpc", "sts-b", "cola")
 LARGE_TASKS = ("sst-2", "qnli", "qqp", "mnli")
 """Tasks studied only in their 1k-downsampled version (Section 3)."""
 
+# Spellings, compared without case, dashes, underscores and spaces: "STS-B", "stsb", "sts_b", "SST2" all match.
 _ALIASES = {key.replace("-", ""): key for key in GLUE_TASKS}  # "stsb" -> "sts-b", "sst2" -> "sst-2"
-_ALIASES.update({"mnlim": "mnli", "mnlimatched": "mnli"})
+_ALIASES.update({"sts": "sts-b", "sst": "sst-2", "mnlim": "mnli", "mnlimatched": "mnli"})
 
 
 def _normalise(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch not in "-_ ")
 
 
+def canonical_name(name: str) -> str | None:
+    """The canonical name of a GLUE task in any accepted spelling (``"STS-B"``, ``"stsb"``, ``"sts"`` ->
+    ``"sts-b"``); None when ``name`` is not one of the eight."""
+    return _ALIASES.get(_normalise(str(name)))
+
+
 def is_glue_task(name: str) -> bool:
     """True if ``name`` (any spelling accepted by :func:`get_task`) names one of the eight GLUE tasks."""
-    return _normalise(name) in _ALIASES
+    return canonical_name(name) is not None
 
 
 def get_task(name: str) -> TaskSpec:
@@ -124,7 +155,7 @@ def get_task(name: str) -> TaskSpec:
     Raises:
         ConfigError: ``name`` is not a GLUE task; the message lists the valid names.
     """
-    key = _ALIASES.get(_normalise(name))
+    key = canonical_name(name)
     if key is None:
         raise ConfigError(
             f"unknown task {name!r}: choose one of {', '.join(GLUE_TASKS)} "
@@ -137,7 +168,7 @@ def parse_metric(text: str) -> tuple[str, str | None]:
     """``(metric, positive label)`` of a metric name: ``acc``, ``f1``, ``f1:LABEL``, ``f1_macro``, ``mcc``,
     ``pearson``, ``spearman`` (``accuracy`` and ``macro-f1`` are accepted too). Raises ValueError."""
     name, sep, label = str(text).strip().partition(":")
-    name = _METRIC_ALIASES.get(name.lower(), name.lower())
+    name = METRIC_ALIASES.get(name.lower(), name.lower())
     choices = "acc, f1, f1:LABEL, f1_macro, mcc, pearson, spearman"
     if name not in METRICS:
         raise ValueError(f"unknown metric {text!r}; choose {choices}")

@@ -21,62 +21,14 @@ import numpy as np
 import pandas as pd
 
 from stabletune.errors import DataError, UserError
+from stabletune.tasks import GLUE_TASKS, METRIC_ALIASES, canonical_name
 
-#: Main metric of each GLUE task (paper Table 3, "Evaluation metric").
-MAIN_METRIC: dict[str, str] = {
-    "rte": "acc",
-    "mrpc": "f1",
-    "sts-b": "spearman",
-    "cola": "mcc",
-    "sst-2": "acc",
-    "qnli": "acc",
-    "qqp": "acc",
-    "mnli": "acc",
-}
-
-#: Majority-class baseline of the paper's *test* split, as a fraction (paper Table 3, test row). Used only for
-#: results that carry no baseline of their own (imported without labels): it is the score on the official code's
-#: draw, which gives test the larger half of each odd class (RTE 73/139); stabletune's own runs store the baseline
-#: of the labels they were scored on (``majority_baseline`` column), e.g. 73/138 on the paper-small RTE test half.
-MAJORITY_BASELINE_TEST: dict[str, float] = {
-    "rte": 0.525,
-    "mrpc": 0.812,
-    "sts-b": 0.0,
-    "cola": 0.0,
-    "sst-2": 0.491,
-    "qnli": 0.505,
-    "qqp": 0.632,
-    "mnli": 0.318,
-}
-
-#: Majority-class baseline of the paper's *validation* split, as a fraction (paper Table 3, val row); see above.
-MAJORITY_BASELINE_VAL: dict[str, float] = {
-    "rte": 0.529,
-    "mrpc": 0.813,
-    "sts-b": 0.0,
-    "cola": 0.0,
-    "sst-2": 0.500,
-    "qnli": 0.500,
-    "qqp": 0.500,
-    "mnli": 0.333,
-}
+#: Main metric of each GLUE task (paper Table 3, "Evaluation metric"), from the task registry.
+MAIN_METRIC: dict[str, str] = {name: spec.metric for name, spec in GLUE_TASKS.items()}
 
 #: Display names of the canonical tasks, in the paper's order.
-TASK_DISPLAY: dict[str, str] = {
-    "rte": "RTE",
-    "mrpc": "MRPC",
-    "sts-b": "STS-B",
-    "cola": "CoLA",
-    "sst-2": "SST-2",
-    "qnli": "QNLI",
-    "qqp": "QQP",
-    "mnli": "MNLI",
-}
+TASK_DISPLAY: dict[str, str] = {name: spec.display_name for name, spec in GLUE_TASKS.items()}
 
-_TASK_ALIASES = {"sts": "sts-b", "stsb": "sts-b", "sts_b": "sts-b", "sst2": "sst-2", "sst": "sst-2",
-                 "sst_2": "sst-2", "mnli-m": "mnli", "mnli_m": "mnli"}
-_METRIC_ALIASES = {"spearmanr": "spearman", "pearsonr": "pearson", "accuracy": "acc",
-                   "matthews_correlation": "mcc", "matthews": "mcc"}
 _SPLIT_PREFIXES = {"test": "test", "val": "val", "eval": "val", "dev": "val", "valid": "val",
                    "validation": "val"}
 
@@ -87,15 +39,16 @@ RUN_KEY_OPTIONAL = ("init_seed", "data_seed", "run_id")
 
 
 def canonical_task(name: Any) -> str:
-    """Lower-case canonical task name (``"STS-B"`` -> ``"sts-b"``); unknown names are lower-cased."""
+    """Lower-case canonical task name (``"STS-B"`` -> ``"sts-b"``, any spelling :func:`stabletune.tasks.get_task`
+    accepts); unknown names are lower-cased."""
     key = str(name).strip().lower()
-    return _TASK_ALIASES.get(key, key)
+    return canonical_name(key) or key
 
 
 def canonical_metric(name: Any) -> str:
     """Short metric name (``"spearmanr"`` -> ``"spearman"``); unknown names are lower-cased."""
     key = str(name).strip().lower()
-    return _METRIC_ALIASES.get(key, key)
+    return METRIC_ALIASES.get(key, key)
 
 
 def display_task(task: str) -> str:

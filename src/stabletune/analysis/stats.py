@@ -29,8 +29,6 @@ import pandas as pd
 from scipy import stats as sps
 
 from stabletune.analysis.frames import (
-    MAJORITY_BASELINE_TEST,
-    MAJORITY_BASELINE_VAL,
     main_metric,
     main_values,
     method_order,
@@ -39,6 +37,7 @@ from stabletune.analysis.frames import (
 )
 from stabletune.errors import UserError
 from stabletune.metrics import NAN_SCORE
+from stabletune.tasks import PAPER_MAJORITY_TEST, PAPER_MAJORITY_VAL
 
 #: Training-set sizes of the tasks in Figure 1 (paper Table 3 / GLUE).
 PAPER_TRAIN_SIZES: dict[str, int] = {"RTE": 2490, "MRPC": 3668, "STS-B": 5749, "CoLA": 8551, "MNLI": 392702}
@@ -246,7 +245,7 @@ def degenerate_runs(
         the highest (equal when every run was scored on the same labels); NaN when unknown, and then only
         constant predictors are counted.
     """
-    table = majority if majority is not None else (MAJORITY_BASELINE_TEST if split == "test" else MAJORITY_BASELINE_VAL)
+    table = majority if majority is not None else (PAPER_MAJORITY_TEST if split == "test" else PAPER_MAJORITY_VAL)
     constant_source = f"paper Table 3 ({split})" if majority is None else "given"
     sel = df[(df["checkpoint"] == checkpoint) & (df["split"] == split)]
     rows = []

@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     if members is None:
         results = [train(cfg)]
     else:
-        from stabletune.ensemble import train_ensemble
+        from stabletune.train import train_ensemble
 
         # each member's folder is checked (exists without --overwrite?) before any training starts
         results = train_ensemble(members)

@@ -20,7 +20,7 @@ from typing import Any
 
 
 from stabletune.config import DATA_DIR_ENV
-from stabletune.errors import ConfigError, DataError
+from stabletune.errors import DataError, InvalidValue
 from stabletune.tasks import TaskSpec, get_task
 
 logger = logging.getLogger(__name__)
@@ -352,7 +352,7 @@ def _resolve_task_type(task_type: str, raw_labels: list[str]) -> bool:
     if task_type == "classification":
         return False
     if task_type != "auto":
-        raise ConfigError(f"invalid option --task-type: {task_type!r} (choose auto, classification, regression)")
+        raise InvalidValue("task_type", f"{task_type!r} (choose auto, classification, regression)")
     values = [_as_float(raw) for raw in raw_labels]
     return all(v is not None for v in values) and any(not v.is_integer() for v in values)
 
@@ -360,7 +360,7 @@ def _resolve_task_type(task_type: str, raw_labels: list[str]) -> bool:
 def _load_user_data(name: str, train_file: str, dev_file: str | None, text_columns: list[str] | None,
                     label_column: str, task_type: str) -> tuple[TaskSpec, list[Example], list[Example]]:
     if not text_columns or len(text_columns) > 2:
-        raise ConfigError(f"invalid option --text-columns: give one or two column names, got {text_columns!r}")
+        raise InvalidValue("text_columns", f"give one or two column names, got {text_columns!r}")
     train_path = Path(train_file)
     train_rows = _read_user_file(train_path, text_columns, label_column)
     dev_path = Path(dev_file) if dev_file is not None else None
@@ -474,14 +474,15 @@ def load_task_data(*, task: str | None, data_dir: str | None, train_file: str | 
         ``(spec, train, dev)``.
 
     Raises:
-        ConfigError: Unknown GLUE task, or bad ``text_columns``/``task_type``.
+        ConfigError: Unknown GLUE task.
+        InvalidValue: Bad ``text_columns``/``task_type``, or neither a task nor a training file.
         DataError: Missing folder or file, unreadable or malformed file (message names file and line).
     """
     if train_file is not None:
         name = task if task else Path(train_file).stem
         return _load_user_data(name, train_file, dev_file, text_columns, label_column, task_type)
     if task is None:
-        raise ConfigError("give --task (a GLUE task) or --train-file/--dev-file (your own data)")
+        raise InvalidValue("task", "give a GLUE task, or a train_file and dev_file of your own data")
     spec = get_task(task)
     root = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV) or None
     train, dev = _load_from_hub(spec) if root is None else _load_glue_dir(spec, Path(root))

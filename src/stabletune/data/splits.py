@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stabletune.config import SPLITS
-from stabletune.errors import ConfigError, DataError
+from stabletune.errors import DataError, InvalidValue
 from stabletune.data.readers import Example, glue_dev_file
 from stabletune.tasks import LARGE_TASKS, SMALL_TASKS, TaskSpec
 
@@ -134,7 +134,7 @@ def make_splits(spec: TaskSpec, train: list[Example], dev: list[Example], *, spl
         The :class:`Splits`, with ``indices`` recording every draw.
 
     Raises:
-        ConfigError: Unknown split, ``paper-small`` for SST-2/QNLI/QQP/MNLI, or a ``train_size`` larger than
+        InvalidValue: Unknown split, ``paper-small`` for SST-2/QNLI/QQP/MNLI, or a ``train_size`` larger than
             the training split.
         DataError: A needed dev set is missing, or a set is too small for the split.
     """
@@ -143,9 +143,9 @@ def make_splits(spec: TaskSpec, train: list[Example], dev: list[Example], *, spl
     rng = np.random.default_rng(seed)
     if split == "paper-small":
         if spec.glue_dir is not None and spec.name in LARGE_TASKS:
-            raise ConfigError(f"invalid option --split: 'paper-small' halves the dev set of the small tasks "
-                              f"({', '.join(SMALL_TASKS)}) and user datasets; the paper studies {spec.name} "
-                              "only downsampled: use --split paper-1k")
+            raise InvalidValue("split", f"'paper-small' halves the dev set of the small tasks "
+                               f"({', '.join(SMALL_TASKS)}) and user datasets; the paper studies {spec.name} "
+                               "only downsampled: use split 'paper-1k'")
         _require_dev(spec, dev, split, "for validation and test")
         if len(dev) < 2:
             raise DataError(f"task {spec.name}: split 'paper-small' halves the dev set, which has {len(dev)} example")
@@ -191,8 +191,8 @@ def make_splits(spec: TaskSpec, train: list[Example], dev: list[Example], *, spl
                        "(a model to fine-tune further, e.g. an intermediate task, Section 7.2)", spec.name)
     elif split == "files":
         if spec.glue_dir is not None:
-            raise ConfigError("invalid option --split: 'files' takes your own files (--train-file, --dev-file, "
-                              f"--test-file), not GLUE task {spec.name}")
+            raise InvalidValue("split", f"'files' takes your own files (train, dev and test files), not GLUE task "
+                               f"{spec.name}")
         if dev:
             train_idx, validation_idx = np.arange(len(train)), np.arange(len(dev))
         else:  # no dev file: hold out a stratified part of the training file, as dev-as-test does
@@ -200,16 +200,14 @@ def make_splits(spec: TaskSpec, train: list[Example], dev: list[Example], *, spl
         parts = {"train": ("train", train_idx), "validation": ("dev" if dev else "train", validation_idx),
                  "test": ("test", np.arange(len(test or [])))}
     else:
-        raise ConfigError(f"invalid option --split: {split!r} (choose {', '.join(SPLITS)})")
+        raise InvalidValue("split", f"{split!r} (choose {', '.join(SPLITS)})")
     if test and split != "files":
-        raise ConfigError(f"invalid option --test-file: split '{split}' takes its test set from the dev file; "
-                          "use --split files")
+        raise InvalidValue("test", f"split '{split}' takes its test set from the dev file; use split 'files'")
 
     if train_size is not None:
         source, train_idx = parts["train"]
         if not 0 < train_size <= len(train_idx):
-            raise ConfigError(f"invalid option --train-size: {train_size} (split '{split}' has "
-                              f"{len(train_idx)} training examples)")
+            raise InvalidValue("train_size", f"{train_size} (split '{split}' has {len(train_idx)} training examples)")
         strata, available = _strata(spec, [train[i] for i in train_idx])
         allocate = _allocate_proportional if spec.is_regression else _allocate_balanced
         (kept, _) = _draw(strata, [allocate(available, train_size)], rng)

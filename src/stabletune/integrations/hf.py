@@ -125,8 +125,8 @@ def prepare_for_trainer(model: nn.Module, args: Any, *, reinit_layers: int = 0, 
         A :class:`TrainerSetup`; pass ``optimizers=setup.optimizers, callbacks=setup.callbacks`` to ``Trainer``.
 
     Raises:
-        ValueError: an invalid technique value, or a technique that needs the family table on an architecture
-            outside it (stabletune's own ConfigError, raised as ValueError: this is a library call).
+        ValueError: an invalid technique value (naming the argument), or a technique that needs the family table
+            on an architecture outside it (stabletune's own ConfigError, raised as ValueError: a library call).
     """
     from stabletune.errors import UserError
 

@@ -7,17 +7,19 @@ Tags (x axis: the update number)::
     param_distance/block_<i>                      every evaluation, with --track-param-distance (Figure 7;
                                                   i = Transformer block from the bottom, 00 first)
 
-The logger is a run callback: it reads the run's events and never stops the run. One folder is one TensorBoard
-run; event files already in it are removed first, so a re-run (a resumed study redoing an interrupted run)
-replaces its curves instead of drawing a second, overlapping set.
+The logger is a run callback: it reads the run's :class:`~stabletune.engine.events.Event` s and never stops the
+run. One folder is one TensorBoard run; event files already in it are removed first, so a re-run (a resumed study
+redoing an interrupted run) replaces its curves instead of drawing a second, overlapping set.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+from stabletune.engine.events import Callback, Event
 from stabletune.errors import UserError
 
 
@@ -51,19 +53,16 @@ class TensorBoardLogger:
             raise UserError(f"cannot write TensorBoard logs to {self.log_dir}: {e.strerror or e}") from None
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
 
-    def __call__(self, event: dict[str, Any]) -> bool:
-        kind, step = event.get("event"), int(event["step"])
-        if kind == "step":
-            self._add({"train/loss": event.get("loss"), "train/lr": event.get("lr"),
-                       "train/grad_norm": event.get("grad_norm")}, step)
-        elif kind == "eval":
-            values = {f"eval/{k}": v for k, v in (event.get("val") or {}).items()}
-            values["eval/loss"] = event.get("val_loss")
-            distance = event.get("param_distance") or []  # per Transformer block, bottom (0) to top
-            items = distance.items() if isinstance(distance, dict) else enumerate(distance)
-            values.update({f"param_distance/block_{k:02d}" if isinstance(k, int) else f"param_distance/{k}": v
-                           for k, v in items})
-            self._add(values, step)
+    def __call__(self, event: Event) -> bool:
+        if event.kind == "step":
+            self._add({"train/loss": event.loss, "train/lr": event.lr, "train/grad_norm": event.grad_norm},
+                      event.step)
+        elif event.kind == "eval":
+            values = {f"eval/{k}": v for k, v in (event.val or {}).items()}
+            values["eval/loss"] = event.val_loss
+            # per Transformer block, bottom (0) to top
+            values.update({f"param_distance/block_{k:02d}": v for k, v in enumerate(event.param_distance or [])})
+            self._add(values, event.step)
             self.writer.flush()  # an evaluation is a natural point to make the curves visible
         return False  # logging never stops a run
 
@@ -77,16 +76,37 @@ class TensorBoardLogger:
         self.writer.close()
 
 
-def with_logger(logger: TensorBoardLogger | None, callback):
-    """A callback that feeds ``logger`` and then ``callback`` (whose answer, stop or not, it returns)."""
-    if logger is None:
-        return callback
+@contextlib.contextmanager
+def logged(members: list, callback: Callback | None) -> Iterator[Callback | None]:
+    """``callback`` that also feeds each member's TensorBoard logger (``report_to: tensorboard``; its
+    ``logging_dir``, default ``<its staged run folder>/tensorboard``); the loggers are closed on leaving, so that
+    everything is written before the run folders move into place.
 
-    def both(event: dict[str, Any]) -> Any:
-        logger(event)
-        return callback(event) if callback is not None else False
+    Args:
+        members: the run's :class:`stabletune.engine.setup.Member` s (config and staged folder of each).
+        callback: the caller's callback (its answer, stop or not, is what the combined callback returns).
+    """
+    loggers: list[TensorBoardLogger | None] = []
+    try:
+        for m in members:
+            on = m.cfg.report_to == "tensorboard"
+            loggers.append(TensorBoardLogger(m.cfg.logging_dir if m.cfg.logging_dir is not None
+                                             else m.folder.path / "tensorboard") if on else None)
+        if not any(loggers):
+            yield callback
+            return
 
-    return both
+        def both(event: Event) -> Any:
+            logger = loggers[event.member]
+            if logger is not None:
+                logger(event)
+            return callback(event) if callback is not None else False
+
+        yield both
+    finally:
+        for logger in loggers:
+            if logger is not None:
+                logger.close()
 
 
-__all__ = ["TensorBoardLogger", "with_logger"]
+__all__ = ["TensorBoardLogger", "logged"]

@@ -24,6 +24,7 @@ import time
 import traceback
 from typing import Any, Callable
 
+from stabletune.engine.events import Event
 from stabletune.errors import UserError
 
 RunFn = Callable[..., Any]
@@ -78,7 +79,8 @@ def execute(job: dict, run_fn: RunFn | None = None, sink: Sink | None = None) ->
     Args:
         job: ``{"run_id", "config": RunConfig dict, "kill": {"at_eval", "threshold"} | None}``; a job with
             ``"members": [{"run_id", "config"}, ...]`` trains those runs at once (see :func:`execute_group`).
-        run_fn: ``train(cfg, out_dir, *, callback)``; default :func:`stabletune.train.train`.
+        run_fn: ``train(cfg, out_dir, *, callback)``, calling back with :class:`~stabletune.engine.events.Event`;
+            default :func:`stabletune.train.train`.
         sink: receives ``(run_id, step, total, score)`` progress tuples.
 
     Returns:
@@ -93,18 +95,18 @@ def execute(job: dict, run_fn: RunFn | None = None, sink: Sink | None = None) ->
     kill = job.get("kill")
     state = {"evals": 0, "sent": 0.0}
 
-    def callback(event: dict) -> bool:
+    def callback(event: Event) -> bool:
         now = time.monotonic()
-        if event.get("event") == "eval":
+        if event.kind == "eval":
             state["evals"] += 1
-            score = event.get("score")
+            score = event.score
             if sink:
-                sink((run_id, event["step"], event["total"], score))
+                sink((run_id, event.step, event.total, score))
             if kill and state["evals"] == kill["at_eval"]:
                 return not (score is not None and score >= kill["threshold"])  # NaN counts as below
         elif sink and now - state["sent"] >= PROGRESS_INTERVAL:
             state["sent"] = now
-            sink((run_id, event["step"], event["total"], None))
+            sink((run_id, event.step, event.total, None))
         return False
 
     try:
@@ -119,7 +121,7 @@ def execute(job: dict, run_fn: RunFn | None = None, sink: Sink | None = None) ->
 
 
 def execute_group(job: dict, sink: Sink | None = None) -> dict:
-    """Train a job's member runs as one vectorised ensemble (:func:`stabletune.ensemble.train_ensemble`).
+    """Train a job's member runs as one vectorised ensemble (:func:`stabletune.train.train_ensemble`).
 
     Returns ``{"run_id": job id, "group": [one outcome per member, as :func:`execute` returns it]}``; when the
     ensemble fails, every member carries the failure.
@@ -128,21 +130,21 @@ def execute_group(job: dict, sink: Sink | None = None) -> dict:
 
     ids = [m["run_id"] for m in job["members"]]
     bases = [_outcome_base(i) for i in ids]
-    state = {"sent": 0.0}
+    sent = [0.0] * len(ids)
 
-    def callback(event: dict) -> bool:
+    def callback(event: Event) -> bool:
         if sink is None:
             return False
-        if event.get("event") == "eval":
-            sink((ids[event["member"]], event["step"], event["total"], event.get("score")))
-        elif time.monotonic() - state["sent"] >= PROGRESS_INTERVAL:
-            state["sent"] = time.monotonic()
-            for i in ids:
-                sink((i, event["step"], event["total"], None))
+        run_id = ids[event.member]
+        if event.kind == "eval":
+            sink((run_id, event.step, event.total, event.score))
+        elif time.monotonic() - sent[event.member] >= PROGRESS_INTERVAL:
+            sent[event.member] = time.monotonic()
+            sink((run_id, event.step, event.total, None))
         return False
 
     try:
-        from stabletune.ensemble import train_ensemble
+        from stabletune.train import train_ensemble
 
         cfgs = [RunConfig(**m["config"]).validate() for m in job["members"]]
         results = train_ensemble(cfgs, [None] * len(cfgs), callback=callback)

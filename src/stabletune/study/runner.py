@@ -239,7 +239,7 @@ def run_study(study: StudySpec | str | Path, *, db: str | Path | None = None, ba
         run_fn: the run function (default :func:`stabletune.train.train`); must be picklable for
             ``local``/``ray``.
         ensemble: train up to this many runs that differ only in their seeds at once, as one vectorised model
-            (:func:`stabletune.ensemble.train_ensemble`); None (auto): :data:`GPU_ENSEMBLE` on a GPU backend,
+            (:func:`stabletune.train.train_ensemble`); None (auto): :data:`GPU_ENSEMBLE` on a GPU backend,
             1 on CPU, where it is slower than separate runs (docs/performance.md). Not combined with early kill.
 
     Returns:
@@ -369,7 +369,7 @@ class _Driver:
         """Queued runs to train together with ``run`` as one ensemble: the same config up to the seeds."""
         if self.ensemble <= 1 or run.config.report_to != "none":  # TensorBoard logs one run at a time
             return []
-        from stabletune.ensemble import member_key, sequential_reason  # imports torch: only when needed
+        from stabletune.train import member_key, sequential_reason  # imports torch: only when needed
 
         if sequential_reason(run.config) is not None:
             return []

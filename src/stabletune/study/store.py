@@ -136,18 +136,10 @@ def _num(v: Any) -> float | None:
 
 
 def to_json(obj: Any) -> str:
-    """Compact JSON with sorted keys; NaN/inf become null, numpy scalars become numbers."""
-    def clean(o: Any) -> Any:
-        if isinstance(o, float):
-            return o if math.isfinite(o) else None
-        if isinstance(o, dict):
-            return {str(k): clean(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            return [clean(v) for v in o]
-        if hasattr(o, "item") and callable(o.item):
-            return clean(o.item())
-        return o
-    return json.dumps(clean(obj), separators=(",", ":"), sort_keys=True, default=str)
+    """Compact JSON with sorted keys; NaN/inf become null, numpy scalars become numbers (as in run folders)."""
+    from stabletune.engine.runlog import json_safe
+
+    return json.dumps(json_safe(obj), separators=(",", ":"), sort_keys=True, default=str)
 
 
 class StudyLock:

@@ -36,7 +36,7 @@ from collections import Counter
 
 import torch.nn as nn
 
-from stabletune.errors import ConfigError
+from stabletune.errors import InvalidValue
 from stabletune.techniques.families import get_layout, is_norm
 
 
@@ -55,7 +55,8 @@ def param_depths(model: nn.Module) -> tuple[dict[str, int], int]:
     """LLRD depth of every trainable parameter and the number of blocks L (see the module table).
 
     Raises:
-        ConfigError: unsupported architecture, or trainable parameters the family table does not place.
+        ConfigError: unsupported architecture.
+        InvalidValue: trainable parameters the family table does not place (LLRD cannot be applied).
     """
     layout = get_layout(model)
     n_blocks = len(layout.blocks)
@@ -75,8 +76,8 @@ def param_depths(model: nn.Module) -> tuple[dict[str, int], int]:
             unplaced.append(name)
     if unplaced:
         shown = ", ".join(unplaced[:3]) + (f" and {len(unplaced) - 3} more" if len(unplaced) > 3 else "")
-        raise ConfigError(f"--llrd: parameter(s) {shown} are not placed by the {layout.family} family table "
-                          "(unsupported architecture variant)")
+        raise InvalidValue("layer_decay", f"parameter(s) {shown} are not placed by the {layout.family} family "
+                           "table (unsupported architecture variant)")
     return depths, n_blocks
 
 
@@ -106,14 +107,11 @@ def build_param_groups(model: nn.Module, *, lr: float, weight_decay: float = 0.0
         scalar parameters. Every trainable parameter is in exactly one group (checked).
 
     Raises:
-        ConfigError: invalid values, unsupported architecture, or unplaced parameters.
+        InvalidValue: ``layer_decay`` outside (0, 1], or unplaced parameters (``lr`` and ``weight_decay`` are
+            the optimizer's to check: :func:`stabletune.techniques.optim.check_hyperparameters`).
+        ConfigError: unsupported architecture.
     """
-    if not lr > 0:
-        raise ConfigError(f"invalid option --lr: must be > 0, got {lr}")
-    if not weight_decay >= 0:
-        raise ConfigError(f"invalid option --weight-decay: must be >= 0, got {weight_decay}")
-    if not 0.0 < layer_decay <= 1.0:
-        raise ConfigError(f"invalid option --llrd: must be in (0, 1], got {layer_decay}")
+    check_layer_decay(layer_decay)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     no_decay = no_decay_names(model)
     if layer_decay == 1.0:
@@ -141,3 +139,9 @@ def build_param_groups(model: nn.Module, *, lr: float, weight_decay: float = 0.0
     if set(counts) != {id(p) for _, p in trainable} or any(c != 1 for c in counts.values()):
         raise RuntimeError("internal error: parameter groups do not hold every trainable parameter exactly once")
     return groups
+
+
+def check_layer_decay(layer_decay: float) -> None:
+    """Raise :class:`~stabletune.errors.InvalidValue` unless the LLRD factor eta is in (0, 1]."""
+    if isinstance(layer_decay, bool) or not isinstance(layer_decay, (int, float)) or not 0.0 < layer_decay <= 1.0:
+        raise InvalidValue("layer_decay", f"must be in (0, 1], got {layer_decay!r}")

@@ -29,10 +29,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from stabletune.errors import ConfigError
+from stabletune.errors import InvalidValue
 from stabletune.techniques.families import get_layout
 
 GRANULARITIES = ("neuron", "element")
+
+
+def check_mixout(*, p: float, granularity: str) -> None:
+    """Raise :class:`~stabletune.errors.InvalidValue` unless ``p`` is in [0, 1) and ``granularity`` is known."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+        raise InvalidValue("p", f"must be in [0, 1), got {p!r}")
+    if granularity not in GRANULARITIES:
+        raise InvalidValue("granularity", f"{granularity!r}, choose from {', '.join(GRANULARITIES)}")
 
 
 class MixoutLinear(nn.Linear):
@@ -44,10 +52,7 @@ class MixoutLinear(nn.Linear):
 
     def __init__(self, linear: nn.Linear, p: float, granularity: str = "neuron") -> None:
         nn.Module.__init__(self)
-        if not 0.0 <= p < 1.0:
-            raise ConfigError(f"invalid option --mixout: must be in [0, 1), got {p}")
-        if granularity not in GRANULARITIES:
-            raise ConfigError(f"invalid mixout granularity {granularity!r}: choose from {', '.join(GRANULARITIES)}")
+        check_mixout(p=p, granularity=granularity)
         self.in_features = linear.in_features
         self.out_features = linear.out_features
         self.weight = linear.weight
@@ -110,10 +115,10 @@ def _select(model: nn.Module, targets: str) -> list[str]:
     else:
         subs = [s.strip() for s in spec.split(",") if s.strip()]
         if not subs:
-            raise ConfigError("invalid option --mixout-targets: give all, encoder, or a comma list of name parts")
+            raise InvalidValue("targets", "give all, encoder, or a comma list of name parts")
         chosen = [n for n in linears if any(s in n for s in subs)]
     if not chosen:
-        raise ConfigError(f"invalid option --mixout-targets: {targets!r} matches no nn.Linear layer of the model")
+        raise InvalidValue("targets", f"{targets!r} matches no nn.Linear layer of the model")
     return chosen
 
 
@@ -136,12 +141,9 @@ def apply_mixout(model: nn.Module, *, p: float, targets: str = "all", granularit
         Qualified names of the wrapped layers.
 
     Raises:
-        ConfigError: ``p`` outside [0, 1), a bad granularity, or ``targets`` matching no layer.
+        InvalidValue: ``p`` outside [0, 1), a bad granularity, or ``targets`` matching no layer.
     """
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-        raise ConfigError(f"invalid option --mixout: must be in [0, 1), got {p!r}")
-    if granularity not in GRANULARITIES:
-        raise ConfigError(f"invalid mixout granularity {granularity!r}: choose from {', '.join(GRANULARITIES)}")
+    check_mixout(p=p, granularity=granularity)
     if p == 0:
         return []
     chosen = _select(model, targets)

@@ -40,7 +40,7 @@ from typing import Any, Callable
 import torch
 from torch.optim import Optimizer
 
-from stabletune.errors import ConfigError
+from stabletune.errors import InvalidValue
 
 OPTIMIZERS = ("adamw", "bertadam")
 _SATURATED_STEP = 2.0**100  # beta**_SATURATED_STEP == 0.0 exactly for every beta in [0, 1) representable in float
@@ -177,17 +177,30 @@ def build_optimizer(param_groups: Iterable[Any], *, name: str, lr: float, betas:
         fused: see :class:`AdamW`.
 
     Raises:
-        ConfigError: unknown name or an invalid hyperparameter.
+        InvalidValue: unknown name or an invalid hyperparameter (see :func:`check_hyperparameters`).
     """
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"invalid option --optimizer: {name!r}, choose from {', '.join(OPTIMIZERS)}")
-    if not lr > 0:
-        raise ConfigError(f"invalid option --lr: must be > 0, got {lr}")
-    if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
-        raise ConfigError(f"invalid option --adam-beta1/--adam-beta2: each must be in [0, 1), got {tuple(betas)}")
-    if not eps > 0:
-        raise ConfigError(f"invalid option --adam-eps: must be > 0, got {eps}")
-    if not weight_decay >= 0:
-        raise ConfigError(f"invalid option --weight-decay: must be >= 0, got {weight_decay}")
+    check_hyperparameters(name=name, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
     return AdamW(param_groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                  correct_bias=(name == "adamw"), fused=fused)
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def check_hyperparameters(*, name: str, lr: float, betas: tuple[float, float], eps: float,
+                          weight_decay: float) -> None:
+    """Raise :class:`~stabletune.errors.InvalidValue` (naming the argument) for an unknown optimizer or a
+    hyperparameter out of range: ``lr > 0``, each beta in [0, 1), ``eps > 0``, ``weight_decay >= 0``. The one
+    check of these values below the config edge (:func:`stabletune.techniques.prepare` runs it before touching
+    the model)."""
+    if name not in OPTIMIZERS:
+        raise InvalidValue("optimizer", f"{name!r}, choose from {', '.join(OPTIMIZERS)}")
+    if not (_is_number(lr) and lr > 0):
+        raise InvalidValue("lr", f"must be > 0, got {lr!r}")
+    if not (len(betas) == 2 and all(_is_number(b) and 0.0 <= b < 1.0 for b in betas)):
+        raise InvalidValue("betas", f"each must be in [0, 1), got {tuple(betas)!r}")
+    if not (_is_number(eps) and eps > 0):
+        raise InvalidValue("eps", f"must be > 0, got {eps!r}")
+    if not (_is_number(weight_decay) and weight_decay >= 0):
+        raise InvalidValue("weight_decay", f"must be >= 0, got {weight_decay!r}")

@@ -16,21 +16,22 @@ Every technique's off value (``reinit_layers=0``, ``reinit_pooler=False``, ``mix
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from functools import partial
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 import torch.nn as nn
 
-from stabletune.errors import ConfigError
+from stabletune.errors import ConfigError, InvalidValue
 from stabletune.techniques.families import family_of, get_layout, init_std
-from stabletune.techniques.llrd import build_param_groups, param_depths
-from stabletune.techniques.mixout import GRANULARITIES, apply_mixout, zero_dropout
+from stabletune.techniques.llrd import build_param_groups, check_layer_decay, param_depths
+from stabletune.techniques.mixout import apply_mixout, check_mixout, zero_dropout
 from stabletune.techniques.mixout import _select as _select_mixout_targets
-from stabletune.techniques.optim import OPTIMIZERS, build_optimizer
-from stabletune.techniques.prior_wd import NEW_PARAM_MODES, build_prior_wd, snapshot
-from stabletune.techniques.reinit import apply_reinit
+from stabletune.techniques.optim import build_optimizer, check_hyperparameters
+from stabletune.techniques.prior_wd import build_prior_wd, check_prior_wd, snapshot
+from stabletune.techniques.reinit import apply_reinit, check_num_layers
 
 
 @dataclass
@@ -46,19 +47,20 @@ class Prepared:
     """The Transformer blocks, bottom to top (empty for an architecture outside the family table)."""
     record: dict = field(default_factory=dict)
     """JSON-able facts for the run folder."""
+    after_step_for: Callable[[torch.optim.Optimizer, Mapping[str, torch.Tensor]], Callable[[], None]] = field(
+        default=lambda optimizer, named: _noop)
+    """The same after-step hook for another optimizer whose groups hold copies of these parameters under the same
+    names (a vectorised ensemble's stacked weights), with theta0 = their values now; a no-op factory when off."""
 
 
 def _noop() -> None:
     return None
 
 
-def _check(cond: bool, option: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"invalid option --{option}: {msg}")
-
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+# The techniques name their own arguments in their errors; prepare's caller knows prepare's names.
+_PREPARE_ARG = {"num_layers": "reinit_layers", "p": "mixout", "targets": "mixout_targets",
+                "granularity": "mixout_granularity", "name": "optimizer", "layer_decay": "llrd",
+                "strength": "pretrained_wd", "new_params": "pretrained_wd_new_params"}
 
 
 def prepare(model: nn.Module, *, init_generator: torch.Generator, reinit_layers: int = 0,
@@ -89,32 +91,38 @@ def prepare(model: nn.Module, *, init_generator: torch.Generator, reinit_layers:
         fused: optimizer kernel choice (None = fused where available), see :class:`stabletune.techniques.optim.AdamW`.
 
     Raises:
-        ConfigError: any invalid value, an unsupported architecture for a technique that needs the family table,
-            or ``reinit_layers`` larger than the number of blocks.
+        InvalidValue: an invalid value (a ``ValueError`` naming prepare's argument), ``reinit_layers`` larger
+            than the number of blocks, a pooler or mixout targets the model lacks.
+        ConfigError: an unsupported architecture for a technique that needs the family table.
     """
+    try:
+        return _prepare(model, init_generator=init_generator, reinit_layers=reinit_layers,
+                        reinit_pooler=reinit_pooler, mixout=mixout, mixout_targets=mixout_targets,
+                        optimizer=optimizer, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, llrd=llrd,
+                        pretrained_wd=pretrained_wd, pretrained_wd_new_params=pretrained_wd_new_params,
+                        new_param_names=new_param_names, mixout_granularity=mixout_granularity, fused=fused)
+    except InvalidValue as e:
+        if e.arg not in _PREPARE_ARG:
+            raise
+        raise InvalidValue(_PREPARE_ARG[e.arg], e.problem) from None
+
+
+def _prepare(model: nn.Module, *, init_generator: torch.Generator, reinit_layers: int, reinit_pooler: bool,
+             mixout: float, mixout_targets: str, optimizer: str, lr: float, betas: tuple[float, float], eps: float,
+             weight_decay: float, llrd: float, pretrained_wd: float, pretrained_wd_new_params: str,
+             new_param_names: Collection[str], mixout_granularity: str, fused: bool | None) -> Prepared:
     # ---- validate everything first: a bad value must not leave a half-modified model ----------------------
-    _check(isinstance(reinit_layers, int) and not isinstance(reinit_layers, bool) and reinit_layers >= 0,
-           "reinit-layers", f"must be an integer >= 0, got {reinit_layers!r}")
-    _check(isinstance(reinit_pooler, bool), "reinit-pooler", f"must be true or false, got {reinit_pooler!r}")
-    _check(_is_number(mixout) and 0.0 <= mixout < 1.0, "mixout", f"must be in [0, 1), got {mixout!r}")
-    if mixout_granularity not in GRANULARITIES:
-        raise ConfigError(f"invalid mixout granularity {mixout_granularity!r}: choose from {', '.join(GRANULARITIES)}")
-    _check(optimizer in OPTIMIZERS, "optimizer", f"{optimizer!r}, choose from {', '.join(OPTIMIZERS)}")
-    _check(_is_number(lr) and lr > 0, "lr", f"must be > 0, got {lr!r}")
-    _check(len(betas) == 2 and all(_is_number(b) and 0.0 <= b < 1.0 for b in betas), "adam-beta1/--adam-beta2",
-           f"each must be in [0, 1), got {tuple(betas)!r}")
-    _check(_is_number(eps) and eps > 0, "adam-eps", f"must be > 0, got {eps!r}")
-    _check(_is_number(weight_decay) and weight_decay >= 0, "weight-decay", f"must be >= 0, got {weight_decay!r}")
-    _check(_is_number(llrd) and 0.0 < llrd <= 1.0, "llrd", f"must be in (0, 1], got {llrd!r}")
-    _check(_is_number(pretrained_wd) and pretrained_wd >= 0, "pretrained-wd",
-           f"must be >= 0, got {pretrained_wd!r}")
-    _check(pretrained_wd_new_params in NEW_PARAM_MODES, "pretrained-wd-new-params",
-           f"{pretrained_wd_new_params!r}, choose from {', '.join(NEW_PARAM_MODES)}")
+    check_num_layers(reinit_layers)
+    if not isinstance(reinit_pooler, bool):
+        raise InvalidValue("reinit_pooler", f"must be true or false, got {reinit_pooler!r}")
+    check_mixout(p=mixout, granularity=mixout_granularity)
+    check_hyperparameters(name=optimizer, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    check_layer_decay(llrd)
+    check_prior_wd(strength=pretrained_wd, new_params=pretrained_wd_new_params)
     needs_layout = reinit_layers > 0 or reinit_pooler or llrd != 1.0 or (mixout > 0 and mixout_targets == "encoder")
     layout = get_layout(model) if needs_layout else None  # raises ConfigError for unsupported architectures
-    if layout is not None and reinit_layers > len(layout.blocks):
-        raise ConfigError(f"invalid option --reinit-layers: {reinit_layers} exceeds the {len(layout.blocks)} "
-                          f"Transformer blocks of this {layout.family} model")
+    if layout is not None:
+        check_num_layers(reinit_layers, layout)
     named = dict(model.named_parameters())
     unknown_new = sorted(set(new_param_names) - set(named))
     if unknown_new:
@@ -183,7 +191,18 @@ def prepare(model: nn.Module, *, init_generator: torch.Generator, reinit_layers:
                           "n_new_tensors_in_decay_groups": n_new_decayed},
         "n_trainable_params": sum(p.numel() for p in named.values() if p.requires_grad),
     }
-    return Prepared(model=model, optimizer=opt, after_step=after_step, blocks=blocks, record=record)
+    after_step_for = partial(_prior_wd_for, strength=float(pretrained_wd), new_param_names=frozenset(new_names),
+                             new_params=pretrained_wd_new_params)
+    return Prepared(model=model, optimizer=opt, after_step=after_step, blocks=blocks, record=record,
+                    after_step_for=after_step_for)
+
+
+def _prior_wd_for(optimizer: torch.optim.Optimizer, named_params: Mapping[str, torch.Tensor], *, strength: float,
+                  new_param_names: Collection[str], new_params: str) -> Callable[[], None]:
+    if strength == 0:
+        return _noop
+    return build_prior_wd(optimizer, named_params, snapshot(named_params), strength=strength,
+                          new_param_names=new_param_names, new_params=new_params)
 
 
 def _safe_std(model: nn.Module) -> float | None:

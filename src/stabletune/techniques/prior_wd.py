@@ -31,7 +31,7 @@ from typing import Callable
 
 import torch
 
-from stabletune.errors import ConfigError
+from stabletune.errors import InvalidValue
 
 NEW_PARAM_MODES = ("init", "zero", "none")
 
@@ -41,6 +41,14 @@ def snapshot(named_params: Mapping[str, torch.Tensor] | Iterable[tuple[str, torc
     """Detached copies of parameters by name (theta0)."""
     items = named_params.items() if isinstance(named_params, Mapping) else named_params
     return {n: p.detach().clone() for n, p in items}
+
+
+def check_prior_wd(*, strength: float, new_params: str) -> None:
+    """Raise :class:`~stabletune.errors.InvalidValue` unless ``strength >= 0`` and ``new_params`` is a known mode."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not strength >= 0:
+        raise InvalidValue("strength", f"must be >= 0, got {strength!r}")
+    if new_params not in NEW_PARAM_MODES:
+        raise InvalidValue("new_params", f"{new_params!r}, choose from {', '.join(NEW_PARAM_MODES)}")
 
 
 def build_prior_wd(param_groups: list[dict] | torch.optim.Optimizer, named_params: Mapping[str, torch.Tensor],
@@ -61,13 +69,9 @@ def build_prior_wd(param_groups: list[dict] | torch.optim.Optimizer, named_param
         new_params: ``"init"``, ``"zero"`` or ``"none"`` (module docstring).
 
     Raises:
-        ConfigError: invalid strength or mode.
+        InvalidValue: invalid strength or mode.
     """
-    if not strength >= 0:
-        raise ConfigError(f"invalid option --pretrained-wd: must be >= 0, got {strength}")
-    if new_params not in NEW_PARAM_MODES:
-        raise ConfigError(f"invalid option --pretrained-wd-new-params: {new_params!r}, "
-                          f"choose from {', '.join(NEW_PARAM_MODES)}")
+    check_prior_wd(strength=strength, new_params=new_params)
     if strength == 0:
         return _noop
     name_of = {id(p): n for n, p in named_params.items()}

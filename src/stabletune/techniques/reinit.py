@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from stabletune.errors import ConfigError
+from stabletune.errors import ConfigError, InvalidValue
 from stabletune.techniques.families import get_layout, get_submodule, is_norm
 
 # Families' own parameters registered directly on a module (not inside a Linear/Embedding/norm).
@@ -52,7 +52,7 @@ def init_module_(module: nn.Module, *, std: float, generator: torch.Generator) -
         ConfigError: a parameter whose initialisation rule is unknown (an unsupported architecture).
     """
     if std <= 0:
-        raise ConfigError(f"init std must be > 0, got {std}")
+        raise InvalidValue("std", f"must be > 0, got {std}")
     for sub in module.modules():
         own = dict(sub.named_parameters(recurse=False))
         if not own:
@@ -107,23 +107,21 @@ def apply_reinit(model: nn.Module, *, num_layers: int, reinit_pooler: bool,
         Qualified names of the re-initialised parameters (empty when nothing was done).
 
     Raises:
-        ConfigError: unsupported architecture, ``num_layers`` < 0 or larger than the number of blocks, or no pooler.
+        ConfigError: unsupported architecture.
+        InvalidValue: ``num_layers`` < 0 or larger than the number of blocks, or no pooler.
     """
-    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
-        raise ConfigError(f"invalid option --reinit-layers: must be an integer >= 0, got {num_layers!r}")
+    check_num_layers(num_layers)
     if num_layers == 0 and not reinit_pooler:
         return []
     layout = get_layout(model)
-    if num_layers > len(layout.blocks):
-        raise ConfigError(f"invalid option --reinit-layers: {num_layers} exceeds the {len(layout.blocks)} "
-                          f"Transformer blocks of this {layout.family} model")
+    check_num_layers(num_layers, layout)
     names = {id(p): n for n, p in model.named_parameters()}
     targets: list[tuple[str, nn.Module]] = []
     if reinit_pooler:
         pooler = get_submodule(model, layout.pooler_reinit)
         if pooler is None or not any(True for _ in pooler.parameters()):
-            raise ConfigError(f"invalid option --reinit-pooler: this {layout.family} model has no pooler "
-                              f"(expected model.{layout.pooler_reinit})")
+            raise InvalidValue("reinit_pooler", f"this {layout.family} model has no pooler "
+                               f"(expected model.{layout.pooler_reinit})")
         targets.append((layout.pooler_reinit, pooler))
     if num_layers:
         targets.extend(layout.blocks[-num_layers:])
@@ -132,3 +130,13 @@ def apply_reinit(model: nn.Module, *, num_layers: int, reinit_pooler: bool,
         init_module_(module, std=layout.std, generator=generator)
         done.extend(names[id(p)] for p in module.parameters() if id(p) in names)
     return done
+
+
+def check_num_layers(num_layers: int, layout=None) -> None:
+    """Raise :class:`~stabletune.errors.InvalidValue` unless ``num_layers`` is an integer >= 0 and, given the
+    model's layout, at most its number of Transformer blocks."""
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 0:
+        raise InvalidValue("num_layers", f"must be an integer >= 0, got {num_layers!r}")
+    if layout is not None and num_layers > len(layout.blocks):
+        raise InvalidValue("num_layers", f"{num_layers} exceeds the {len(layout.blocks)} Transformer blocks of this "
+                           f"{layout.family} model")

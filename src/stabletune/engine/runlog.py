@@ -16,32 +16,33 @@ Layout::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from stabletune.errors import ConfigError
 
 
-def _clean(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """JSON-safe: NaN/inf become None (a constant predictor's correlation is NaN; JSON has no NaN)."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
-        return _clean(obj.item())
+        return json_safe(obj.item())
     return obj
 
 
 def write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_clean(obj), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(json_safe(obj), indent=2, sort_keys=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -49,13 +50,8 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for r in rows:
-            f.write(json.dumps(_clean(r)) + "\n")
+            f.write(json.dumps(json_safe(r)) + "\n")
     os.replace(tmp, path)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with Path(path).open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 class RunFolder:
@@ -94,3 +90,19 @@ class RunFolder:
 
     def discard(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged(folders: list[RunFolder | None]) -> Iterator[None]:
+    """Open every run folder's staging folder; if anything inside fails (or is interrupted), discard them all, so
+    that no half-written run is ever left behind. Committing is the caller's last step inside the block."""
+    for f in folders:
+        if f:
+            f.open()
+    try:
+        yield
+    except BaseException:
+        for f in folders:
+            if f:
+                f.discard()
+        raise
