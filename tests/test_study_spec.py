@@ -319,7 +319,7 @@ def test_run_ids_change_with_the_split_version_and_the_batching_default():
     from stabletune.config import RunConfig
     from stabletune.data.splits import SPLIT_VERSIONS
 
-    assert SPLIT_VERSIONS == {"paper-small": 1, "paper-1k": 2, "dev-as-test": 1, "files": 1}
+    assert SPLIT_VERSIONS == {"paper-small": 1, "paper-1k": 2, "dev-as-test": 1, "files": 1, "no-test": 1}
     assert RunConfig().group_by_length is False
     old = RunConfig(task="cola", split="paper-1k", lr=1e-4, seed=3, group_by_length=True, encoder_impl="hf")
     assert run_id_for("adam", "cola", "final", old) != "5ed879f43e7c90e2"  # same config, paper-1k v2
