@@ -43,6 +43,7 @@ from typing import Any, Callable
 
 from stabletune.config import FIELDS, RunConfig, make_config
 from stabletune.errors import ConfigError, UserError
+from stabletune.metrics import NAN_SCORE
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +199,6 @@ def model_shape(model: str) -> tuple[int, int]:
 # ------------------------------------------------------------------------------------------------
 # Scores
 # ------------------------------------------------------------------------------------------------
-#: The worst value of each metric: a failed or degenerate (NaN) seed counts with it.
-METRIC_FLOOR = {"acc": 0.0, "f1": 0.0, "f1_macro": 0.0, "mcc": -1.0, "pearson": -1.0, "spearman": -1.0}
 
 
 @dataclass
@@ -600,8 +599,8 @@ def fit(*, out: str | os.PathLike, train_file: str | None = None, dev_file: str 
     space = space or search_space(depth=depth, hidden=hidden, n_train=len(splits.train),
                                   batch_size=base_cfg.batch_size)
     seed_list = list(range(seeds))
-    floor = METRIC_FLOOR[spec.metric]
-    planner = FitPlanner(space, seed_list, floor)
+    # a failed or NaN seed counts as the worst score, as everywhere (the one NaN rule: metrics.NAN_SCORE)
+    planner = FitPlanner(space, seed_list, NAN_SCORE)
     from stabletune.data.batching import encode  # noqa: F401  (fail here, not in a worker, if broken)
 
     describe = {"kind": "stabletune fit", "base": base, "space": space.to_dict(), "seeds": seed_list,
