@@ -186,7 +186,7 @@ def train_part(ds: dict, args, folder: Path) -> dict:
 
 def grid_part(ds: dict, args, folder: Path, space) -> dict:
     """Every cell of fit's search space, 3 seeds each, as one study (the runs fit makes, plus a test score)."""
-    from stabletune.fit import METRIC_FLOOR
+    from stabletune.metrics import NAN_SCORE  # a failed/NaN seed counts as fit counts it (the one NaN rule)
 
     methods = {c.slug: c.overrides() for c in space.grid()}
     base = {"model": args.model, "optimizer": "adamw", **(args.extra or {})}
@@ -196,7 +196,7 @@ def grid_part(ds: dict, args, folder: Path, space) -> dict:
     wall, outcome = run_study_file(path, text, args.workers, args.progress)
     rows = study_rows(path)
     metric = _metric_key(ds)
-    floor = METRIC_FLOOR[metric]
+    floor = NAN_SCORE
     cells = {}
     for c in space.grid():
         rs = [r for r in rows if r["method"] == c.slug]
