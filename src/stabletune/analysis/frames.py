@@ -157,12 +157,12 @@ class ResultsFrames:
             setattr(self, name, frame)
         self.meta = dict(self.meta or {})
 
-    def to_dir(self, path: str | Path, *, subfolders: dict[str, "ResultsFrames"] | None = None) -> Path:
+    def to_dir(self, path: str | Path, *, subfolders: dict[str, ResultsFrames] | None = None) -> Path:
         """Write these results as an export folder (CSV per frame + meta.json; see :func:`write_frames`)."""
         return write_frames(self, path, subfolders=subfolders)
 
     @classmethod
-    def from_dir(cls, path: str | Path) -> "ResultsFrames":
+    def from_dir(cls, path: str | Path) -> ResultsFrames:
         """Read an export folder (see :func:`read_frames`)."""
         return read_frames(path)
 
@@ -360,6 +360,9 @@ _INT_KINDS = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "u
 _FLOAT_KINDS = {"float32", "float64"}
 _EXTENSION_KINDS = {"Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64", "Float32",
                     "Float64", "boolean", "string"}
+#: pandas 3 parses floats exactly (correctly rounded) and deprecates `float_precision`; pandas 2's default parser
+#: ("high") can be one ulp off, its "round_trip" is exact. The export's round-trip test checks it either way.
+_EXACT_FLOATS: dict[str, str] = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
 
 
 def _column_kind(frame: pd.DataFrame, name: str, col: str) -> str:
@@ -420,8 +423,8 @@ def write_frames(frames: ResultsFrames, path: str | Path, *,
 
     ``meta.json`` holds the format and its version, each file's column types (so that seeds read back as
     integers and NaN stays NaN) and ``frames.meta`` as it is (study config, versions, run counts, the source the
-    report names). Floats are written by pandas' shortest round-trip representation and read back with
-    ``float_precision="round_trip"``: every float64 (NaN, -0.0, subnormals, infinities included) is the same
+    report names). Floats are written by pandas' shortest round-trip representation and read back by an exact
+    parser (see ``_EXACT_FLOATS``): every float64 (NaN, -0.0, subnormals, infinities included) is the same
     bits after a round trip. CSV, not Parquet, because exports are committed to git and reviewed as text.
 
     The folder is written beside its target and renamed into place: a failure leaves any earlier export whole,
@@ -475,7 +478,7 @@ def _write_export(frames: ResultsFrames, folder: Path) -> None:
         file = f"{name}.csv"
         # na_rep "" (NaN and None), floats as numpy's shortest repr that reads back to the same bits
         frame.to_csv(folder / file, index=False, lineterminator="\n")
-        tables[name] = {"file": file, "rows": int(len(frame)), "columns": dtypes}
+        tables[name] = {"file": file, "rows": len(frame), "columns": dtypes}
     doc = {"format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "tables": tables, "meta": frames.meta}
     try:
         text = json.dumps(doc, indent=2, ensure_ascii=False, default=_jsonable)
@@ -536,7 +539,7 @@ def _read_table(folder: Path, meta_path: Path, name: str, spec: Any) -> pd.DataF
         raise DataError(f"{meta_path}: table {name!r}: unknown column type(s) {bad}")
     dtype = {c: (str if k == "str" else object if k == "object" else k) for c, k in kinds.items()}
     try:  # only an empty field is missing: a method or task called "NA" or "null" stays text
-        df = pd.read_csv(file, dtype=dtype, keep_default_na=False, na_values=[""], float_precision="round_trip")
+        df = pd.read_csv(file, dtype=dtype, keep_default_na=False, na_values=[""], **_EXACT_FLOATS)
     except (ValueError, TypeError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"{file}: cannot read as the export's {name} table: {str(exc).splitlines()[0]}") from None
     if [str(c) for c in df.columns] != list(kinds):
