@@ -1,7 +1,7 @@
 """The results frames: the one input format of every statistic, table and figure.
 
-A study store (``stabletune.study.load_frames``) or a CSV (:func:`from_long_csv`) produces a
-:class:`ResultsFrames`; everything in :mod:`stabletune.analysis` reads only these pandas frames, never
+A study store (``stabletune.study.load_frames``), its export folder (:func:`read_frames`, written by
+:func:`write_frames`) or a CSV (:func:`from_long_csv`) produces a :class:`ResultsFrames`; everything in :mod:`stabletune.analysis` reads only these pandas frames, never
 models (this package must not import torch).
 
 Task names are normalised to the lower-case canonical GLUE names (``"RTE"`` -> ``"rte"``,

@@ -218,7 +218,8 @@ def default_export_dir(source: str | Path, db: str | Path | None = None) -> Path
     return base.with_name(f"{base.stem}-export")
 
 
-def export_frames(source: str | Path | StudySpec, out: str | Path | None = None, *, db: str | Path | None = None) -> Path:
+def export_frames(source: str | Path | StudySpec, out: str | Path | None = None, *,
+                  db: str | Path | None = None) -> Path:
     """Write everything a report needs as an export folder, so that a report is regenerated without the database.
 
     The final phase's :func:`load_frames` go to ``out`` (metrics, training loss, validation curves, parameter
