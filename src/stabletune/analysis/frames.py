@@ -1,8 +1,8 @@
 """The results frames: the one input format of every statistic, table and figure.
 
 A study store (``stabletune.study.load_frames``), its export folder (:func:`read_frames`, written by
-:func:`write_frames`) or a CSV (:func:`from_long_csv`) produces a :class:`ResultsFrames`; everything in :mod:`stabletune.analysis` reads only these pandas frames, never
-models (this package must not import torch).
+:func:`write_frames`) or a CSV (:func:`from_long_csv`) produces a :class:`ResultsFrames`; everything in
+:mod:`stabletune.analysis` reads only these pandas frames, never models (this package must not import torch).
 
 Task names are normalised to the lower-case canonical GLUE names (``"RTE"`` -> ``"rte"``,
 ``"STS-B"`` -> ``"sts-b"``) and metric names to the short names of :data:`MAIN_METRIC`
