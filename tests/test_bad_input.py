@@ -136,7 +136,8 @@ class Case:
 
 
 TRAIN = ("stabletune.train:train", "stabletune.train:train_ensemble")
-STUDY_READS = ("stabletune.study:load_frames", "stabletune.study:export_results", "stabletune.study:load_results")
+STUDY_READS = ("stabletune.study:load_frames", "stabletune.study:export_results", "stabletune.study:load_results",
+               "stabletune.study:export_frames")
 
 CASES = [
     # --- train --out ------------------------------------------------------------------------------
@@ -209,6 +210,24 @@ CASES = [
     Case("export-out-is-a-folder", lambda c: (
         (c.tmp / "exdir").mkdir(), ["study", "export", str(c.study()), "--out", str(c.tmp / "exdir")])[1],
          "exdir is a folder", loads=STUDY_READS),
+    Case("export-tables-out-missing-parent", lambda c: [
+        "study", "export", str(c.study()), "--format", "tables", "--out", str(c.tmp / "nodir/exp")],
+         "nodir does not exist", loads=STUDY_READS, after=_absent("nodir")),
+    Case("export-tables-out-is-a-file", lambda c: [
+        "study", "export", str(c.study()), "--format", "tables", "--out", str(c.file("efile"))],
+         "efile exists and is not a folder", loads=STUDY_READS),
+    Case("export-tables-out-holds-other-files", lambda c: (
+        c.file("notes/todo.txt", "mine\n"), ["study", "export", str(c.study()), "--format", "tables", "--out",
+                                            str(c.tmp / "notes")])[1],
+         "holds something other than a results export", loads=STUDY_READS,
+         after=lambda c: _same(c.tmp / "notes", ["todo.txt"], "mine\n")),
+    Case("report-from-export-missing", lambda c: [
+        "report", "--from-export", str(c.tmp / "noexp"), "--out", str(c.tmp / "rep")],
+         "export folder not found", after=_absent("rep")),
+    Case("report-from-export-not-an-export", lambda c: (
+        c.file("plain/metrics.csv", "x\n"), ["report", "--from-export", str(c.tmp / "plain"), "--out",
+                                          str(c.tmp / "rep")])[1],
+         "plain/meta.json: not found", after=_absent("rep")),
     Case("report-out-missing-parent-under-a-file", lambda c: [
         "report", str(c.study()), "--out", str(c.file("afile")) + "/no/rep"],
          "afile is a file, not a folder", loads=STUDY_READS),
@@ -236,7 +255,7 @@ CASES = [
     Case("dev-of-2-rows-halved", lambda c: c.user_train(["good one,pos", "bad one,neg"]),
          "dev.csv has only 2 example(s)", outcome="warn"),
     # --- wording ------------------------------------------------------------------------------------
-    Case("report-prefix-not-doubled", lambda c: ["report"], "give either a study YAML file or --from-csv",
+    Case("report-prefix-not-doubled", lambda c: ["report"], "give exactly one source: a study YAML file, --from-csv",
          also_not="stabletune report:"),
     Case("csv-row-counted-as-file-line", lambda c: [
         "report", "--from-csv", str(c.file("v.csv", "method,task,seed,metric,value\na,rte,0,test_acc,abc\n")),

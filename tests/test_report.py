@@ -363,3 +363,174 @@ def test_a_figures_folder_of_someone_else_is_not_replaced(tmp_path):
     with pytest.raises(UserError, match="figures was not written by stabletune report"):
         write_report(_synthetic_frames(), tmp_path, n_boot=20)
     assert mine.read_bytes() == b"x"
+
+
+# ------------------------------------------------------------------------------------------------ export folder
+def _tricky_floats(n: int, seed: int = 0) -> np.ndarray:
+    """Random float64 bit patterns of every magnitude plus the values CSV writers get wrong."""
+    rng = np.random.default_rng(seed)
+    bits = rng.integers(0, 2**63 - 1, size=n, dtype=np.int64) * rng.choice([1, -1], size=n)
+    x = bits.view(np.float64)
+    x = np.where(np.isfinite(x), x, 0.5)  # random bits may be NaN payloads: the special values are added below
+    special = [np.nan, -0.0, 0.0, 1e-300, -1e-300, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, np.inf,
+               -np.inf, 0.1, 1 / 3, 2 / 3, 0.30000000000000004, 1e16, 123456789012345678.0]
+    return np.concatenate([special, x, rng.random(n), rng.normal(0, 1e-5, n)])
+
+
+def _assert_same_floats(a: pd.Series, b: pd.Series) -> None:
+    """Equal bits (NaN == NaN, -0.0 != 0.0), not merely close."""
+    x, y = a.to_numpy(dtype=np.float64), b.to_numpy(dtype=np.float64)
+    same = (x.view(np.int64) == y.view(np.int64)) | (np.isnan(x) & np.isnan(y))
+    assert same.all(), f"{int((~same).sum())} floats changed, e.g. {x[~same][:3]!r} -> {y[~same][:3]!r}"
+
+
+def test_export_folder_round_trips_frames_exactly(tmp_path):
+    from stabletune.analysis.frames import EXPORT_META, read_frames
+
+    frames = _synthetic_frames()
+    m = frames.metrics
+    values = _tricky_floats(len(m))[: len(m)]
+    m["value"] = values
+    m["run_id"] = [f"{i:04d}e1" if i % 2 else f"{i}" for i in range(len(m))]  # would parse as numbers
+    m["step"] = np.where(np.arange(len(m)) % 3 == 0, np.nan, np.arange(len(m)) * 10.0)  # ints with NaN: float
+    m.loc[0, "method"] = "NA"  # a name pandas would read as missing by default
+    frames.runs["finished_at"] = [f"2026-12-01T10:{i:02d}:00.000000+00:00" for i in range(len(frames.runs))]
+    frames.runs["error"] = [None if i % 2 else 'said "no",\nover two lines' for i in range(len(frames.runs))]
+    frames.runs["peak_memory_mb"] = None  # a column with nothing in it
+    frames.meta.update({"source": "x.db", "study_file": "x.yaml", "n_runs": np.int64(18), "baseline": None,
+                        "rate": 1 / 3, "note": "ünïcode — ok"})
+    out = frames.to_dir(tmp_path / "export")
+    assert out == tmp_path / "export"
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted([EXPORT_META, "metrics.csv", "train_loss.csv", "evals.csv", "param_distance.csv",
+                            "runs.csv"])
+    back = ResultsFrames.from_dir(out)
+    assert back.meta == {**frames.meta, "n_runs": 18} and list(back.meta) == list(frames.meta)  # order kept
+    for name in ("metrics", "train_loss", "evals", "param_distance", "runs"):
+        a, b = getattr(frames, name), getattr(back, name)
+        pd.testing.assert_frame_equal(a, b, check_exact=True, obj=name)
+        for col in a.columns:
+            if a[col].dtype.kind == "f":
+                _assert_same_floats(a[col], b[col])
+    assert back.metrics["seed"].dtype == np.int64 and back.metrics["init_seed"].dtype == np.int64
+    assert back.metrics.loc[0, "method"] == "NA" and back.metrics["step"].isna().sum() == m["step"].isna().sum()
+    assert back.runs.loc[0, "error"] == 'said "no",\nover two lines'
+    # floats are written as numpy's shortest repr: the exports diff as text
+    assert ",0.1," in (out / "metrics.csv").read_text()
+    assert read_frames(out).meta == back.meta
+
+    # the float column alone, many more values: pandas' default CSV writer + round_trip reader are exact
+    many = pd.DataFrame({"method": "a", "task": "rte", "seed": 0, "checkpoint": "best", "split": "test",
+                         "metric": "acc", "value": _tricky_floats(20000, seed=1)})
+    again = ResultsFrames(metrics=many).to_dir(tmp_path / "many")
+    _assert_same_floats(many["value"], ResultsFrames.from_dir(again).metrics["value"])
+
+
+def test_export_folder_is_written_whole_or_not_at_all(tmp_path):
+    from stabletune.analysis.frames import write_frames
+
+    frames = _synthetic_frames()
+    out = tmp_path / "export"
+    write_frames(frames, out, subfolders={"search": ResultsFrames(metrics=frames.metrics)})
+    assert (out / "train_loss.csv").is_file() and (out / "search" / "meta.json").is_file()
+    assert ResultsFrames.from_dir(out / "search").train_loss is None
+    # an earlier export is replaced whole: no stale file of it stays
+    lean = ResultsFrames(metrics=frames.metrics, meta=frames.meta)
+    write_frames(lean, out)
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json", "metrics.csv"]
+    # a failure leaves the earlier export as it was, and no staging folder
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    bad = ResultsFrames(metrics=frames.metrics, meta={"x": object()})
+    with pytest.raises(ValueError, match="meta cannot be exported as JSON"):
+        write_frames(bad, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+    # what is not an export is never replaced
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    with pytest.raises(UserError, match="holds something other than a results export"):
+        write_frames(frames, tmp_path / "notes")
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="exists and is not a folder"):
+        write_frames(frames, tmp_path / "file")
+    (tmp_path / "empty").mkdir()  # an empty folder holds nothing to lose
+    write_frames(lean, tmp_path / "empty")
+    with pytest.raises(ValueError, match="column 'obj' holds dict objects"):
+        write_frames(ResultsFrames(metrics=frames.metrics.assign(obj=[{}] * len(frames.metrics))), tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_read_export_errors_name_the_file(tmp_path):
+    import json
+
+    from stabletune.analysis.frames import read_frames
+
+    out = _synthetic_frames().to_dir(tmp_path / "e")
+    meta = out / "meta.json"
+    doc = json.loads(meta.read_text())
+    with pytest.raises(DataError, match="export folder not found: .*nope"):
+        read_frames(tmp_path / "nope")
+    with pytest.raises(DataError, match=r"meta.json: not found: .* is not a results export"):
+        read_frames(tmp_path)
+    cases = [
+        ("{", "meta.json: not valid JSON"),
+        (json.dumps({**doc, "format": "other"}), "not a results export's meta.json"),
+        (json.dumps({**doc, "format_version": 99}), "export format version 99; this stabletune reads versions 1 to 1"),
+        (json.dumps({**doc, "tables": {**doc["tables"], "extra": {}}}), r"unknown table\(s\) \['extra'\]"),
+    ]
+    for text, msg in cases:
+        meta.write_text(text)
+        with pytest.raises(DataError, match=msg):
+            read_frames(out)
+    meta.write_text(json.dumps(doc))
+    (out / "evals.csv").unlink()
+    with pytest.raises(DataError, match=r"evals.csv: not found \(listed in .*meta.json\)"):
+        read_frames(out)
+    out = _synthetic_frames().to_dir(tmp_path / "e")
+    lines = (out / "runs.csv").read_text().splitlines()
+    (out / "runs.csv").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(DataError, match=r"runs.csv: 17 rows, .*meta.json says 18 \(truncated or edited\?\)"):
+        read_frames(out)
+    text = (out / "metrics.csv").read_text().splitlines()
+    assert text[1].startswith("standard_debiased,rte,0,0,0,")
+    text[1] = text[1].replace(",0,0,", ",x,0,", 1)  # a seed that is not an integer
+    (out / "metrics.csv").write_text("\n".join(text) + "\n")
+    with pytest.raises(DataError, match="metrics.csv: cannot read as the export's metrics table"):
+        read_frames(out)
+
+
+def test_report_says_when_its_runs_finished_never_when_it_was_made(tmp_path):
+    """report.md is a function of the results: the same results give the same bytes at any time."""
+    frames = _synthetic_frames()
+    frames.runs["finished_at"] = ["2026-12-01T09:59:59.999999+00:00"] * (len(frames.runs) - 1) + [None]
+    md = write_report(frames, tmp_path / "a", n_boot=20)["markdown"].read_text()
+    assert "Generated by `stabletune report` from runs finished by 2026-12-01 09:59 UTC." in md
+    lean = ResultsFrames(metrics=frames.metrics)  # no run times (a CSV): no date at all
+    md = write_report(lean, tmp_path / "b", n_boot=20)["markdown"].read_text()
+    assert "Generated by `stabletune report`." in md
+    assert not re.search(r"20\d\d-\d\d-\d\d \d\d:\d\d", md)
+
+
+def test_report_from_export_cli_errors(tmp_path, capsys):
+    from stabletune.cli import main
+
+    export = _synthetic_frames().to_dir(tmp_path / "docs" / "results" / "syn" / "export")
+    for argv, err, msg in (
+        (["report", "s.yaml", "--from-export", str(export)], ConfigError, "exactly one source"),
+        (["report", "--from-csv", "r.csv", "--from-export", str(export)], ConfigError, "exactly one source"),
+        (["report", "--from-export", str(tmp_path / "nope"), "--out", str(tmp_path / "o")], DataError,
+         "export folder not found"),
+        (["report", "--from-export", str(tmp_path), "--out", str(tmp_path / "o")], DataError,
+         "meta.json: not found"),
+    ):
+        args = _cli(argv)
+        with pytest.raises(err, match=msg):
+            args.func(args)
+    assert not (tmp_path / "o" / "report.md").exists()
+    assert main(["report", "--from-export", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "export folder not found" in err
+    # the default folder is named after the study folder of docs/results/<study>/export
+    assert report_cli._source_name(_cli(["report", "--from-export", str(export)])) == "syn"
+    assert report_cli._source_name(_cli(["report", "--from-export", str(tmp_path / "docs")])) == "docs"

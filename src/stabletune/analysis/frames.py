@@ -1,8 +1,8 @@
 """The results frames: the one input format of every statistic, table and figure.
 
-A study store (``stabletune.study.load_frames``) or a CSV (:func:`from_long_csv`) produces a
-:class:`ResultsFrames`; everything in :mod:`stabletune.analysis` reads only these pandas frames, never
-models (this package must not import torch).
+A study store (``stabletune.study.load_frames``), its export folder (:func:`read_frames`, written by
+:func:`write_frames`) or a CSV (:func:`from_long_csv`) produces a :class:`ResultsFrames`; everything in
+:mod:`stabletune.analysis` reads only these pandas frames, never models (this package must not import torch).
 
 Task names are normalised to the lower-case canonical GLUE names (``"RTE"`` -> ``"rte"``,
 ``"STS-B"`` -> ``"sts-b"``) and metric names to the short names of :data:`MAIN_METRIC`
@@ -12,7 +12,10 @@ Task names are normalised to the lower-case canonical GLUE names (``"RTE"`` -> `
 from __future__ import annotations
 
 import difflib
+import json
+import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,6 +156,15 @@ class ResultsFrames:
                 frame["status"] = frame["status"].astype(str).str.lower()
             setattr(self, name, frame)
         self.meta = dict(self.meta or {})
+
+    def to_dir(self, path: str | Path, *, subfolders: dict[str, ResultsFrames] | None = None) -> Path:
+        """Write these results as an export folder (CSV per frame + meta.json; see :func:`write_frames`)."""
+        return write_frames(self, path, subfolders=subfolders)
+
+    @classmethod
+    def from_dir(cls, path: str | Path) -> ResultsFrames:
+        """Read an export folder (see :func:`read_frames`)."""
+        return read_frames(path)
 
 
 def run_key_columns(df: pd.DataFrame) -> list[str]:
@@ -331,4 +343,223 @@ def from_long_csv(
         "n_runs": n_runs,
         "n_nan_values": int(np.isnan(frames.metrics["value"].to_numpy()).sum()),
     })
+    return frames
+
+
+# ------------------------------------------------------------------------------------------------
+# Export folder: every frame as CSV + meta.json, so a report is regenerated without the study database
+# ------------------------------------------------------------------------------------------------
+#: ``format`` of an export's meta.json; ``format_version`` is raised when a reader of an older version could
+#: misread a newer export (it then refuses it instead).
+EXPORT_FORMAT = "stabletune-results-export"
+EXPORT_VERSION = 1
+EXPORT_META = "meta.json"
+#: The frames of :class:`ResultsFrames`, in the order they are written; each is ``<name>.csv``.
+FRAME_NAMES = ("metrics", "train_loss", "evals", "param_distance", "runs")
+_INT_KINDS = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
+_FLOAT_KINDS = {"float32", "float64"}
+_EXTENSION_KINDS = {"Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64", "Float32",
+                    "Float64", "boolean", "string"}
+#: pandas 3 parses floats exactly (correctly rounded) and deprecates `float_precision`; pandas 2's default parser
+#: ("high") can be one ulp off, its "round_trip" is exact. The export's round-trip test checks it either way.
+_EXACT_FLOATS: dict[str, str] = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
+
+
+def _column_kind(frame: pd.DataFrame, name: str, col: str) -> str:
+    """How a column is written and read back: its dtype's name (``str``, or ``object`` for text in an object column).
+
+    Raises:
+        ValueError: a dtype a CSV cannot carry exactly (dates, categories, Python objects other than text).
+    """
+    dtype = frame[col].dtype
+    kind = str(dtype)
+    if kind in _INT_KINDS or kind in _FLOAT_KINDS or kind in _EXTENSION_KINDS or kind == "bool":
+        return kind
+    if kind == "str":  # text as pandas 3 infers it
+        return kind
+    if kind == "object":  # text in an object column (pandas 2; or only missing values, None, under pandas 3)
+        values = frame[col].dropna()
+        odd = values[~values.map(lambda v: isinstance(v, str))]
+        if odd.empty:
+            return "object"
+        raise ValueError(f"{name} frame: column {col!r} holds {type(odd.iloc[0]).__name__} objects "
+                         f"(e.g. {odd.iloc[0]!r}); only numbers and text can be exported")
+    raise ValueError(f"{name} frame: column {col!r} has dtype {kind}, which the export cannot carry exactly")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):  # a numpy scalar that slipped into meta (np.int64 counts, say)
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def is_export_dir(path: str | Path) -> bool:
+    """True when ``path`` is a folder written by :func:`write_frames` (its meta.json says so)."""
+    meta = Path(path) / EXPORT_META
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")).get("format") == EXPORT_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_export_dir(path: str | Path) -> None:
+    """Refuse an export target that would replace something else: a file, or a non-empty folder that is not an
+    earlier export (an earlier export is replaced whole, as a rerun of a report replaces the report).
+
+    Raises:
+        UserError: what is there and why it is kept.
+    """
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not is_export_dir(out):
+        raise UserError(f"{out} is a folder that holds something other than a results export ({EXPORT_META} "
+                        "missing or not an export's): not replacing it; choose another folder")
+
+
+def write_frames(frames: ResultsFrames, path: str | Path, *,
+                 subfolders: dict[str, ResultsFrames] | None = None) -> Path:
+    """Write ``frames`` as an export folder: ``<frame>.csv`` per frame present and ``meta.json``.
+
+    ``meta.json`` holds the format and its version, each file's column types (so that seeds read back as
+    integers and NaN stays NaN) and ``frames.meta`` as it is (study config, versions, run counts, the source the
+    report names). Floats are written by pandas' shortest round-trip representation and read back by an exact
+    parser (see ``_EXACT_FLOATS``): every float64 (NaN, -0.0, subnormals, infinities included) is the same
+    bits after a round trip. CSV, not Parquet, because exports are committed to git and reviewed as text.
+
+    The folder is written beside its target and renamed into place: a failure leaves any earlier export whole,
+    and an earlier export is replaced as a whole (no stale file of it stays).
+
+    Args:
+        frames: the results.
+        path: the export folder.
+        subfolders: more results written as exports in subfolders (``{"search": ...}``: a study's search phase).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        UserError: ``path`` is a file or a folder that is not an earlier export (:func:`check_export_dir`).
+        ValueError: a frame column or a meta value the export cannot carry exactly.
+    """
+    out = Path(path)
+    check_export_dir(out)
+    for name in subfolders or {}:
+        if not name or Path(name).name != name or name.startswith(".") or name.endswith(".csv") or name == EXPORT_META:
+            raise ValueError(f"invalid export subfolder name {name!r}")
+    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    for d in (stage, old):
+        shutil.rmtree(d, ignore_errors=True)
+    try:
+        _write_export(frames, stage)
+        for name, sub in (subfolders or {}).items():
+            _write_export(sub, stage / name)
+        if out.exists():  # replace an earlier export (or an empty folder) whole
+            os.replace(out, old)
+        os.replace(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+def _write_export(frames: ResultsFrames, folder: Path) -> None:
+    folder.mkdir(parents=True)
+    tables: dict[str, Any] = {}
+    for name in FRAME_NAMES:
+        frame = getattr(frames, name)
+        if frame is None:
+            continue
+        cols = [str(c) for c in frame.columns]
+        if len(set(cols)) != len(cols):
+            raise ValueError(f"{name} frame: duplicate column names {cols}")
+        dtypes = {str(c): _column_kind(frame, name, c) for c in frame.columns}
+        file = f"{name}.csv"
+        # na_rep "" (NaN and None), floats as numpy's shortest repr that reads back to the same bits
+        frame.to_csv(folder / file, index=False, lineterminator="\n")
+        tables[name] = {"file": file, "rows": len(frame), "columns": dtypes}
+    doc = {"format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "tables": tables, "meta": frames.meta}
+    try:
+        text = json.dumps(doc, indent=2, ensure_ascii=False, default=_jsonable)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"results meta cannot be exported as JSON: {exc}") from None
+    (folder / EXPORT_META).write_text(text + "\n", encoding="utf-8")
+
+
+def read_frames(path: str | Path) -> ResultsFrames:
+    """Read an export folder written by :func:`write_frames` (the same frames, dtypes and meta).
+
+    Raises:
+        DataError: a missing folder or file, a meta.json that is not an export's (or of a newer format version),
+            a CSV whose columns or values do not match meta.json; each message names the file.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise DataError(f"export folder not found: {folder}")
+    meta_path = folder / EXPORT_META
+    if not meta_path.is_file():
+        raise DataError(f"{meta_path}: not found: {folder} is not a results export "
+                        "(written by `stabletune study export --format tables`)")
+    try:
+        doc = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{meta_path}: not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
+        raise DataError(f"{meta_path}: not a results export's meta.json (no \"format\": \"{EXPORT_FORMAT}\")")
+    version = doc.get("format_version")
+    if not isinstance(version, int) or version < 1 or version > EXPORT_VERSION:
+        raise DataError(f"{meta_path}: export format version {version!r}; this stabletune reads versions 1 to "
+                        f"{EXPORT_VERSION} (a newer stabletune wrote it?)")
+    tables, meta = doc.get("tables"), doc.get("meta")
+    if not isinstance(tables, dict) or not isinstance(meta, dict) or "metrics" not in tables:
+        raise DataError(f"{meta_path}: malformed: needs \"tables\" (with \"metrics\") and \"meta\" objects")
+    unknown = sorted(set(tables) - set(FRAME_NAMES))
+    if unknown:
+        raise DataError(f"{meta_path}: unknown table(s) {unknown}; known: {list(FRAME_NAMES)}")
+    frames: dict[str, pd.DataFrame] = {}
+    for name, spec in tables.items():
+        frames[name] = _read_table(folder, meta_path, name, spec)
+    try:
+        return ResultsFrames(**frames, meta=meta)
+    except DataError as exc:
+        raise DataError(f"{folder}: {exc}") from None
+
+
+def _read_table(folder: Path, meta_path: Path, name: str, spec: Any) -> pd.DataFrame:
+    if not (isinstance(spec, dict) and isinstance(spec.get("file"), str) and isinstance(spec.get("columns"), dict)):
+        raise DataError(f"{meta_path}: malformed entry for table {name!r}")
+    file = folder / spec["file"]
+    if Path(spec["file"]).name != spec["file"] or not file.is_file():
+        raise DataError(f"{file}: not found (listed in {meta_path})")
+    kinds: dict[str, str] = spec["columns"]
+    bad = {c: k for c, k in kinds.items()
+           if k not in _INT_KINDS | _FLOAT_KINDS | _EXTENSION_KINDS | {"bool", "str", "object"}}
+    if bad:
+        raise DataError(f"{meta_path}: table {name!r}: unknown column type(s) {bad}")
+    dtype = {c: (str if k == "str" else object if k == "object" else k) for c, k in kinds.items()}
+    try:  # only an empty field is missing: a method or task called "NA" or "null" stays text
+        df = pd.read_csv(file, dtype=dtype, keep_default_na=False, na_values=[""], **_EXACT_FLOATS)
+    except (ValueError, TypeError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{file}: cannot read as the export's {name} table: {str(exc).splitlines()[0]}") from None
+    if [str(c) for c in df.columns] != list(kinds):
+        raise DataError(f"{file}: columns {list(map(str, df.columns))} differ from {meta_path}'s {list(kinds)}")
+    if isinstance(spec.get("rows"), int) and spec["rows"] != len(df):
+        raise DataError(f"{file}: {len(df)} rows, {meta_path} says {spec['rows']} (truncated or edited?)")
+    return df
+
+
+def name_study_source(frames: ResultsFrames, study_file: str | Path) -> ResultsFrames:
+    """Name where the results came from as a report shows them, the same on every machine: ``meta["source"]``
+    (the database) relative to the study file's folder and ``meta["study_file"]`` (the file's name), never an
+    absolute path of this machine. An export keeps both, so that a report regenerated from it says the same.
+
+    Returns:
+        ``frames`` (changed in place).
+    """
+    study = Path(study_file)
+    source = frames.meta.get("source")
+    if source:
+        frames.meta["source"] = os.path.relpath(Path(source).resolve(), study.resolve().parent)
+    frames.meta["study_file"] = study.name
     return frames

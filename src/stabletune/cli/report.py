@@ -5,13 +5,14 @@ Examples::
     stabletune report studies/bias_correction.yaml          (writes reports/bias_correction/)
     stabletune report --from-csv ../shared/reference/replication-bert-large-600-runs.csv \\
         --metric-col metric_name --checkpoint-from-file file --out reference-report
+    stabletune study export studies/bias_correction.yaml --format tables --out bias-export
+    stabletune report --from-export bias-export --out reports/bias_correction   (the same report, no database)
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
 from pathlib import Path
 
 from stabletune.errors import ConfigError, DataError, UserError
@@ -29,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("study", nargs="?", help="study YAML file (results read from its store)")
     p.add_argument("--from-csv", metavar="CSV", help="long results CSV, one metric value per row")
+    p.add_argument("--from-export", metavar="DIR",
+                   help="a study's results export (`stabletune study export STUDY --format tables --out DIR`): "
+                        "the same report as from the study's database, without it")
     p.add_argument("--out", metavar="DIR", help="output folder (default: reports/<study or CSV name>); "
                    "an earlier report in it is replaced")
     p.add_argument("--overwrite", action="store_true",
@@ -80,13 +84,21 @@ def parse_metric_options(values: list[str]) -> dict[str, str] | None:
 
 
 def _source_name(args: argparse.Namespace) -> str:
-    """The name of the default output folder, known before anything is read."""
-    if bool(args.study) == bool(args.from_csv):
-        raise ConfigError("give either a study YAML file or --from-csv CSV (exactly one)")
+    """The name of the default output folder, known before anything is read: the study's or CSV's name, the
+    export folder's (its parent's for a folder named `export`, as in docs/results/<study>/export)."""
+    if sum(bool(x) for x in (args.study, args.from_csv, args.from_export)) != 1:
+        raise ConfigError("give exactly one source: a study YAML file, --from-csv CSV or --from-export DIR")
+    if args.from_export:
+        folder = Path(args.from_export).resolve()
+        return folder.parent.name if folder.name == "export" else folder.name
     return Path(args.from_csv or args.study).stem
 
 
 def _load(args: argparse.Namespace):
+    if args.from_export:
+        from stabletune.analysis.frames import read_frames
+
+        return read_frames(args.from_export)  # meta as exported: the report names the study's source as it did
     if args.from_csv:
         from stabletune.analysis.frames import from_long_csv
 
@@ -104,13 +116,10 @@ def _load(args: argparse.Namespace):
     except ImportError as exc:
         raise UserError(f"cannot read study results: stabletune.study.load_frames is not available ({exc}); "
                         "use --from-csv") from exc
-    frames = load_frames(study)
+    from stabletune.analysis.frames import name_study_source
+
     # the report names files relative to the study file, never by this machine's absolute path
-    source = frames.meta.get("source")
-    if source:
-        frames.meta["source"] = os.path.relpath(Path(source).resolve(), study.resolve().parent)
-    frames.meta["study_file"] = study.name
-    return frames
+    return name_study_source(load_frames(study), study)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
     stabletune study run studies/smoke.yaml [--backend local|ray] [--workers N] [--quiet] [--retry-failed]
     stabletune study status studies/smoke.yaml
     stabletune study export studies/smoke.yaml --format csv [--out smoke.csv]
+    stabletune study export studies/smoke.yaml --format tables [--out smoke-export]   (for `report --from-export`)
 
 An invalid study file is reported in one line (exit 2) before anything is written.
 """
@@ -57,12 +58,19 @@ def register(sub) -> None:
     s.add_argument("--json", action="store_true", help="print the status as JSON")
     s.set_defaults(func=cmd_status)
 
-    e = ss.add_parser("export", help="write one row per run as CSV or Parquet",
+    e = ss.add_parser("export", help="write one row per run as CSV or Parquet, or everything a report needs",
                       description="Export the study's runs (method, task, phase, seeds, status, timings, "
-                                  "best/last val and test metrics).")
+                                  "best/last val and test metrics) as one CSV or Parquet file; or, with --format "
+                                  "tables, a folder with every result table (metrics, training loss, validation "
+                                  "curves, parameter distances, runs; CSV) and meta.json, from which `stabletune "
+                                  "report --from-export DIR` writes the study's report without the database.")
     _common(e)
-    e.add_argument("--format", choices=("csv", "parquet"), default="csv", help="file format (default csv)")
-    e.add_argument("--out", metavar="PATH", help="output file (default: the database path with .csv/.parquet)")
+    e.add_argument("--format", choices=("csv", "parquet", "tables"), default="csv",
+                   help="csv or parquet: one row per run, one file; tables: a folder for `report --from-export` "
+                        "(default csv)")
+    e.add_argument("--out", metavar="PATH", help="output file (default: the database path with .csv/.parquet); "
+                   "with --format tables a folder (default: <database name>-export beside it), an earlier "
+                   "export there is replaced")
     e.set_defaults(func=cmd_export)
 
 
@@ -145,10 +153,30 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from stabletune.study import export_results
 
+    if args.format == "tables":
+        return _export_tables(args)
     if args.out:  # checked before the database is read
         from stabletune.cli.outputs import check_out_file
 
         check_out_file(args.out, what=f"{args.format.upper()} file")
     path = export_results(args.study, fmt=args.format, out=args.out, db=args.db)
     print(path)
+    return 0
+
+
+def _export_tables(args: argparse.Namespace) -> int:
+    from stabletune.analysis.frames import check_export_dir
+    from stabletune.cli.outputs import check_out_folder
+    from stabletune.errors import UserError
+    from stabletune.study import export_frames
+    from stabletune.study.results import default_export_dir
+
+    out = args.out or default_export_dir(args.study, args.db)
+    # checked before the database is read: a folder named with --out must be in a folder that exists
+    check_out_folder(out, may_exist=True, parents=args.out is None)
+    try:
+        check_export_dir(out)
+    except UserError as e:
+        raise UserError(f"invalid option --out: {e}") from None
+    print(export_frames(args.study, out, db=args.db))
     return 0

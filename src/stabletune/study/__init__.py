@@ -14,13 +14,13 @@ See ``docs/studies.md``. Importing this package does not import torch.
 
 from __future__ import annotations
 
-from stabletune.study.results import export_results, load_frames, load_results
+from stabletune.study.results import export_frames, export_results, load_frames, load_results
 from stabletune.study.runner import EarlyKill, StudyOutcome, run_study, study_status
 from stabletune.study.spec import MethodSpec, RunSpec, Seeds, StudySpec, TaskEntry, load_study, parse_study
 from stabletune.study.store import SCHEMA_VERSION, Store
 
 __all__ = [
     "EarlyKill", "MethodSpec", "RunSpec", "SCHEMA_VERSION", "Seeds", "Store", "StudyOutcome", "StudySpec",
-    "TaskEntry", "export_results", "load_frames", "load_results", "load_study", "parse_study", "run_study",
-    "study_status",
+    "TaskEntry", "export_frames", "export_results", "load_frames", "load_results", "load_study", "parse_study",
+    "run_study", "study_status",
 ]

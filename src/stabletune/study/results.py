@@ -1,5 +1,6 @@
 """Read a study database into pandas: one row per run (:func:`load_results`), the report engine's
-:class:`~stabletune.analysis.frames.ResultsFrames` (:func:`load_frames`), and CSV/Parquet export.
+:class:`~stabletune.analysis.frames.ResultsFrames` (:func:`load_frames`), CSV/Parquet export of the runs
+(:func:`export_results`) and the export of everything a report needs (:func:`export_frames`).
 
 Only the runs of the study's current plan are read (the latest study file stored in the database, or the one
 given): runs left over from an earlier version of the file (another learning rate, say) never mix in.
@@ -190,13 +191,7 @@ def export_results(source: str | Path, *, fmt: str = "csv", out: str | Path | No
         raise UserError(f"unknown export format {fmt!r}: choose csv or parquet")
     df = load_results(source, db=db)
     if out is None:
-        if db is not None:
-            base = Path(db)
-        elif Path(source).suffix.lower() in (".yaml", ".yml"):
-            base = load_study(source).default_db
-        else:
-            base = Path(source)
-        out = base.with_suffix(f".{fmt}")
+        out = _database_path(source, db).with_suffix(f".{fmt}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
@@ -209,4 +204,48 @@ def export_results(source: str | Path, *, fmt: str = "csv", out: str | Path | No
     return out
 
 
-__all__ = ["load_results", "load_frames", "export_results", "DataError"]
+def _database_path(source: str | Path, db: str | Path | None) -> Path:
+    if db is not None:
+        return Path(db)
+    if Path(source).suffix.lower() in (".yaml", ".yml"):
+        return load_study(source).default_db
+    return Path(source)
+
+
+def default_export_dir(source: str | Path, db: str | Path | None = None) -> Path:
+    """Where `study export --format tables` writes without --out: `<database name>-export/` beside the database."""
+    base = _database_path(source, db)
+    return base.with_name(f"{base.stem}-export")
+
+
+def export_frames(source: str | Path | StudySpec, out: str | Path | None = None, *,
+                  db: str | Path | None = None) -> Path:
+    """Write everything a report needs as an export folder, so that a report is regenerated without the database.
+
+    The final phase's :func:`load_frames` go to ``out`` (metrics, training loss, validation curves, parameter
+    distances, runs: one CSV each, and meta.json; see :func:`stabletune.analysis.frames.write_frames`); when the
+    study has a search phase, its frames go to ``out/search``. The results' source is named as `stabletune report
+    STUDY` names it (the database relative to the study file), so `stabletune report --from-export OUT` writes the
+    report `stabletune report STUDY` writes, report.md and tables byte for byte.
+
+    Args:
+        source: the study YAML (or its database).
+        out: the export folder (default :func:`default_export_dir`); an earlier export there is replaced.
+        db: the database, when ``source`` is a study file.
+
+    Raises:
+        UserError: ``out`` is a file or a folder that is not an earlier export (checked before reading).
+    """
+    from stabletune.analysis.frames import check_export_dir, name_study_source, write_frames
+
+    out = Path(out) if out is not None else default_export_dir(source, db)
+    check_export_dir(out)
+    final = load_frames(source, db=db, phase="final")
+    search = load_frames(source, db=db, phase="search")
+    if not isinstance(source, StudySpec):
+        for frames in (final, search):
+            name_study_source(frames, source)
+    return write_frames(final, out, subfolders={"search": search} if search.meta.get("n_planned") else None)
+
+
+__all__ = ["load_results", "load_frames", "export_results", "export_frames", "default_export_dir", "DataError"]

@@ -1,0 +1,135 @@
+"""`stabletune study export --format tables` and `stabletune report --from-export`: a report regenerated without
+the study database is the report made from it, report.md and tables byte for byte (issue 11: every committed
+report under docs/results/ is checked against its committed export)."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from stabletune.cli import main
+from stabletune.study import run_study
+from tinymodel import glue_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+
+STUDY = """
+name: ex
+data_dir: {glue}
+base: {{model: {model}, train_size: 32, batch_size: 8, max_steps: 6, num_evals: 3, max_seq_length: 64,
+        eval_batch_size: 64, lr: 1.0e-3, track_param_distance: true, threads: 1}}
+methods:
+  standard: {{}}
+  reinit:
+    reinit_layers: 1
+    search: {{lr: [1.0e-3, 3.0e-3]}}
+    search_seeds: 1
+tasks: [rte]
+seeds: 3
+"""
+
+
+def committed_exports(results: Path) -> list[Path]:
+    """The study folders ``results/<study>/`` that hold both a ``report.md`` and an ``export/`` (meta.json)."""
+    if not results.is_dir():
+        return []
+    return sorted(d for d in results.iterdir()
+                  if (d / "report.md").is_file() and (d / "export" / "meta.json").is_file())
+
+
+def report_differences(expected: Path, actual: Path, *, figures: bool = False) -> list[str]:
+    """What differs between two report folders: report.md, the set of tables and each table's bytes (and the
+    figures' names, and bytes when ``figures``)."""
+    out = []
+    if (expected / "report.md").read_bytes() != (actual / "report.md").read_bytes():
+        a = (expected / "report.md").read_text().splitlines()
+        b = (actual / "report.md").read_text().splitlines()
+        first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        out.append(f"report.md differs from line {first + 1}: {a[first:first + 1]} vs {b[first:first + 1]}")
+    for sub, pattern in (("tables", "*.csv"), ("figures", "*.png")):
+        names_a = sorted(p.name for p in (expected / sub).glob(pattern))
+        names_b = sorted(p.name for p in (actual / sub).glob(pattern))
+        if names_a != names_b:
+            out.append(f"{sub}: {names_a} vs {names_b}")
+        elif sub == "tables" or figures:
+            _, mismatch, errors = filecmp.cmpfiles(expected / sub, actual / sub, names_a, shallow=False)
+            out += [f"{sub}/{n} differs" for n in mismatch + errors]
+    return out
+
+
+def test_report_from_export_equals_report_from_database(tiny_model, tmp_path, capsys):
+    study = tmp_path / "ex.yaml"
+    study.write_text(STUDY.format(glue=glue_dir(), model=tiny_model))
+    outcome = run_study(study, backend="inline", progress=False)
+    assert outcome.ok and outcome.counts["finished"] >= 8
+    from_db, from_export, export = tmp_path / "from-db", tmp_path / "from-export", tmp_path / "export"
+    options = ["--n-boot", "50"]
+    assert main(["report", str(study), "--out", str(from_db), *options]) == 0
+    assert main(["study", "export", str(study), "--format", "tables", "--out", str(export)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == str(export)
+
+    # every frame the report reads is exported, and the search phase beside it
+    meta = json.loads((export / "meta.json").read_text())
+    assert set(meta["tables"]) == {"metrics", "train_loss", "evals", "param_distance", "runs"}
+    assert meta["meta"]["source"] == "ex.db" and meta["meta"]["study_file"] == "ex.yaml"
+    assert meta["meta"]["phase"] == "final" and meta["meta"]["n_runs"] == 6
+    assert meta["tables"]["metrics"]["columns"]["seed"] == "int64"
+    search = json.loads((export / "search" / "meta.json").read_text())
+    assert search["meta"]["phase"] == "search" and search["meta"]["n_runs"] == 2
+
+    # no database: the study folder moves away, the export alone remains
+    moved = tmp_path / "gone"
+    moved.mkdir()
+    for p in tmp_path.glob("ex.db*"):
+        shutil.move(str(p), moved / p.name)
+    study.rename(moved / study.name)
+    assert main(["report", "--from-export", str(export), "--out", str(from_export), *options]) == 0
+    assert report_differences(from_db, from_export, figures=True) == []
+    md = (from_export / "report.md").read_text()
+    assert "Results: `ex.db`, beside the study file `ex.yaml`." in md and str(tmp_path) not in md
+    for section in ("Training loss", "Validation score during training", "L2 distance to the initial parameters"):
+        assert f"## {section}" in md
+    # a report of the search phase, from its own export folder
+    assert main(["report", "--from-export", str(export / "search"), "--out", str(tmp_path / "search"),
+                 *options]) == 0
+
+    # the export is refreshed in place; a folder that is not an export is refused before the database is read
+    (moved / "ex.yaml").rename(study)
+    for p in moved.glob("ex.db*"):
+        shutil.move(str(p), tmp_path / p.name)
+    assert main(["study", "export", str(study), "--format", "tables", "--out", str(export)]) == 0
+    assert main(["study", "export", str(study), "--format", "tables", "--out", str(from_db)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid option --out:" in err and "not replacing it" in err
+    assert main(["study", "export", str(study), "--format", "tables"]) == 0
+    assert (tmp_path / "ex-export" / "metrics.csv").is_file()
+
+
+@pytest.mark.parametrize("study_dir", committed_exports(RESULTS) or [None],
+                         ids=[d.name for d in committed_exports(RESULTS)] or ["none-committed-yet"])
+def test_committed_report_is_regenerated_from_its_export(study_dir, tmp_path):
+    """docs/results/<study>/report.md and tables/ are what `stabletune report --from-export` makes of
+    docs/results/<study>/export with the default options (as they were made: `--out docs/results/<study>`)."""
+    if study_dir is None:  # nothing committed yet; test_committed_exports_are_found shows the search works
+        assert committed_exports(RESULTS) == []
+        return
+    out = tmp_path / study_dir.name
+    assert main(["report", "--from-export", str(study_dir / "export"), "--out", str(out)]) == 0
+    assert report_differences(study_dir, out) == [], (
+        f"regenerate it: stabletune report --from-export {study_dir.relative_to(ROOT)}/export "
+        f"--out {study_dir.relative_to(ROOT)}")
+
+
+def test_committed_exports_are_found(tmp_path):
+    for name, files in (("a", ("report.md", "export/meta.json")), ("b", ("report.md",)),
+                        ("c", ("export/meta.json",)), ("d", ("report.md", "export/metrics.csv"))):
+        for f in files:
+            (tmp_path / name / f).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name / f).write_text("x")
+    assert committed_exports(tmp_path) == [tmp_path / "a"]
+    assert committed_exports(tmp_path / "none") == []
