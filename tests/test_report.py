@@ -534,3 +534,27 @@ def test_report_from_export_cli_errors(tmp_path, capsys):
     # the default folder is named after the study folder of docs/results/<study>/export
     assert report_cli._source_name(_cli(["report", "--from-export", str(export)])) == "syn"
     assert report_cli._source_name(_cli(["report", "--from-export", str(tmp_path / "docs")])) == "docs"
+
+
+def test_a_renamed_task_reports_the_metric_its_runs_were_scored_on(tmp_path):
+    """A study task named ``cola-1k`` (CoLA at paper-1k) is reported in MCC, the metric its runs stored as their
+    main metric, not in the accuracy that an unknown task name falls back to; ``--metric`` still wins."""
+    rows, runs = [], []
+    for method, shift in (("bertadam", 0.0), ("adam", 0.1)):
+        for seed in range(3):
+            runs.append({"method": method, "task": "cola-1k", "seed": seed, "status": "finished", "main_metric": "mcc"})
+            for split in ("val", "test"):
+                for ck in ("best", "last"):
+                    rows.append({"method": method, "task": "cola-1k", "seed": seed, "checkpoint": ck, "split": split,
+                                 "metric": "mcc", "value": 0.1 + shift + 0.01 * seed})
+                    rows.append({"method": method, "task": "cola-1k", "seed": seed, "checkpoint": ck, "split": split,
+                                 "metric": "acc", "value": 0.6 + 0.01 * seed})
+    frames = ResultsFrames(metrics=pd.DataFrame(rows), runs=pd.DataFrame(runs), meta={"baseline": "bertadam"})
+    assert frames.metric_by_task() == {"cola-1k": "mcc"}
+    assert frames.metric_by_task({"*": "acc"}) == {"*": "acc"}
+    assert frames.metric_by_task({"cola-1k": "acc"}) == {"cola-1k": "acc"}
+    paths = write_report(frames, tmp_path / "r", n_boot=10)
+    summary = pd.read_csv(paths["table:summary_best"])
+    assert set(summary["metric"]) == {"mcc"}
+    paths = write_report(frames, tmp_path / "r2", n_boot=10, metric_by_task={"*": "acc"})
+    assert set(pd.read_csv(paths["table:summary_best"])["metric"]) == {"acc"}

@@ -81,6 +81,11 @@ def test_report_from_export_equals_report_from_database(tiny_model, tmp_path, ca
     assert meta["tables"]["metrics"]["columns"]["seed"] == "int64"
     search = json.loads((export / "search" / "meta.json").read_text())
     assert search["meta"]["phase"] == "search" and search["meta"]["n_runs"] == 2
+    # each search candidate is its own method, not pooled into "reinit"
+    import pandas as pd
+
+    search_methods = set(pd.read_csv(export / "search" / "metrics.csv")["method"])
+    assert search_methods == {"reinit lr=0.001", "reinit lr=0.003"}
 
     # no database: the study folder moves away, the export alone remains
     moved = tmp_path / "gone"

@@ -157,6 +157,20 @@ class ResultsFrames:
             setattr(self, name, frame)
         self.meta = dict(self.meta or {})
 
+    def metric_by_task(self, override: dict[str, str] | None = None) -> dict[str, str]:
+        """Task -> reported metric: ``override`` (``"*"``: every task) over the metric each task's runs were
+        scored on (``runs.main_metric``), so a study task named ``cola-1k`` (CoLA at ``paper-1k``) reports MCC, not
+        the accuracy that :func:`main_metric` falls back to for names it does not know."""
+        override = dict(override or {})
+        if "*" in override or self.runs is None or "main_metric" not in self.runs.columns:
+            return override
+        stored: dict[str, str] = {}
+        for task, group in self.runs.dropna(subset=["main_metric"]).groupby("task", sort=False):
+            names = {canonical_metric(x) for x in group["main_metric"]}
+            if len(names) == 1:  # runs that disagree (edited study) leave the task to the defaults
+                stored[task] = names.pop()
+        return {**stored, **override}
+
     def to_dir(self, path: str | Path, *, subfolders: dict[str, ResultsFrames] | None = None) -> Path:
         """Write these results as an export folder (CSV per frame + meta.json; see :func:`write_frames`)."""
         return write_frames(self, path, subfolders=subfolders)

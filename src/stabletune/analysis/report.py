@@ -306,7 +306,8 @@ def write_report(
             ``standard_debiased`` if present, else the study's first method).
         welch: Welch's instead of Student's t-test.
         title: report title.
-        metric_by_task: task -> metric (``"*"``: every task); default the paper's main metric.
+        metric_by_task: task -> metric (``"*"``: every task); default: the metric the task's runs were scored on
+            (``runs.main_metric``), else the paper's main metric.
         alpha: significance level of the one-tailed tests.
         n_boot: bootstrap simulations per k of the expected-performance curves.
         seed: seed of the bootstrap generator.
@@ -321,6 +322,7 @@ def write_report(
             someone else's report.md (see :func:`check_out_dir`).
     """
     check_out_dir(out_dir, overwrite=overwrite)
+    metric_by_task = frames.metric_by_task(metric_by_task)
     m = frames.metrics
     methods = method_order(m)
     baseline = baseline or frames.meta.get("baseline") or default_baseline(methods)

@@ -104,7 +104,8 @@ def load_frames(study_path: str | Path | StudySpec, *, db: str | Path | None = N
     Args:
         study_path: the study YAML (or a :class:`StudySpec`, or a database path).
         db: the database (default ``<name>.db`` beside the study file).
-        phase: ``"final"`` (the reported runs; default) or ``"search"`` (e.g. Figure 8's curves).
+        phase: ``"final"`` (the reported runs; default) or ``"search"`` (e.g. Figure 8's curves); in the search
+            phase every candidate is its own method, named ``"<method> <option>=<value> ..."``.
 
     Returns:
         ResultsFrames with ``metrics`` (method, task, seed, checkpoint, split, metric, value, init_seed,
@@ -122,6 +123,9 @@ def load_frames(study_path: str | Path | StudySpec, *, db: str | Path | None = N
         rows = [r for r in rows if r["status"] in TERMINAL]
         ids = [r["run_id"] for r in rows]
         runs = pd.DataFrame([{k: r[k] for k in RUN_COLUMNS} for r in rows], columns=list(RUN_COLUMNS))
+        if phase == "search" and not runs.empty:
+            # each search candidate is its own row of the report ("adam lr=0.0002"), not pooled into its method
+            runs["method"] = [f"{m} {_candidate_label(c)}".rstrip() for m, c in zip(runs["method"], runs["candidate"])]
         keys = runs[["run_id", "method", "task", "seed", "init_seed", "data_seed", "status", "num_steps"]]
         baselines = _majority_baselines(rows)
         metrics = _query(store, "test_metrics", ids)
@@ -153,7 +157,7 @@ def load_frames(study_path: str | Path | StudySpec, *, db: str | Path | None = N
     meta = {
         "config": spec_row["spec_text"] if spec_row is not None else (spec.text if spec else None),
         "study": spec.name if spec else (spec_row["name"] if spec_row is not None else None),
-        "baseline": spec.baseline if spec else None,
+        "baseline": _phase_baseline(spec.baseline if spec else None, runs, phase),
         "versions": versions,
         "n_runs": len(rows),
         "n_planned": n_planned,
@@ -168,6 +172,20 @@ def load_frames(study_path: str | Path | StudySpec, *, db: str | Path | None = N
         runs=runs if not runs.empty else None,
         meta=meta,
     )
+
+
+def _phase_baseline(baseline: str | None, runs: pd.DataFrame, phase: str) -> str | None:
+    """The study's baseline method; in the search phase its first candidate (file order), if it was searched."""
+    if phase != "search" or baseline is None or runs.empty or baseline in set(runs["method"]):
+        return baseline
+    labels = [m for m in dict.fromkeys(runs["method"]) if m.startswith(baseline + " ")]
+    return labels[0] if labels else None
+
+
+def _candidate_label(candidate: str | None) -> str:
+    """``'{"lr":0.0002,"reinit_layers":3}'`` -> ``"lr=0.0002 reinit_layers=3"`` (``""`` for none)."""
+    values = json.loads(candidate) if candidate else {}
+    return " ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
 
 
 def _majority_baselines(rows: list[Any]) -> dict[tuple[str, str], float]:
