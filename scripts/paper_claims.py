@@ -166,7 +166,7 @@ def sec4_claims(f: ResultsFrames | None, ref: ResultsFrames | None) -> list[Row]
             ("Debiased Adam has the higher mean test score", fig2),
             ("Debiased Adam has the lower variance across seeds", fig2),
             ("BERTAdam has the higher training loss", "Fig. 3, 11"))]
-    deg = degenerate_runs(f.metrics, checkpoint="best")
+    deg = degenerate_runs(f.metrics, checkpoint="best", metric_by_task=f.metric_by_task())
     for task in tasks_of(f):
         d = deg[deg["task"] == task].set_index("method")
         kb, nb = int(d.loc["bertadam", "n_degenerate"]), int(d.loc["bertadam", "n"])

@@ -164,6 +164,10 @@ def test_degenerate_runs_thresholds_and_constants():
     # a task without a known majority baseline: only constant predictors are counted
     assert math.isnan(d.loc["mytask", "threshold"]) and d.loc["mytask", "n_degenerate"] == 1
     assert d.loc["mytask", "threshold_source"] == "unknown"
+    # Table 3 is in each task's paper metric (CoLA: MCC 0): CoLA's accuracy gets no threshold from it
+    acc = _metrics({("bertadam", "cola"): [0.60, 0.69, np.nan]}).assign(metric="acc")
+    d = degenerate_runs(acc, metric_by_task={"cola": "acc"}).set_index("task")
+    assert math.isnan(d.loc["cola", "threshold"]) and d.loc["cola", "n_degenerate"] == 1
     # scores in percent: thresholds scaled
     m3 = _metrics({("x", "rte"): [52.52, 60.0, 47.48]})
     assert degenerate_runs(m3).loc[0, "n_degenerate"] == 2

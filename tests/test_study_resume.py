@@ -259,11 +259,15 @@ def test_frames_carry_each_runs_majority_baseline(study, tmp_path):
         if cfg.seed != 2:
             res["data"] = {"split": {"name": "paper-small", "version": 1},
                            "majority_baseline": {"validation": 0.529, "test": 0.5 + 0.01 * cfg.seed}}
+        for ck in ("best", "last"):  # a second metric: the stored baseline (main metric, acc) is no threshold for it
+            res[ck]["test"]["f1"] = 0.4
         return res
 
     path = study()
     assert run_study(path, backend="inline", run_fn=run, progress=False).ok
     m = load_frames(path).metrics
+    assert m.loc[m.metric == "f1", "majority_baseline"].isna().all() and (m.metric == "f1").sum() == 12
+    m = m[m.metric == "acc"]
     test = m[(m.split == "test") & (m.checkpoint == "best")].set_index(["method", "seed"])["majority_baseline"]
     assert test[("standard", 0)] == 0.5 and test[("bertadam", 1)] == 0.51 and pd.isna(test[("standard", 2)])
     assert set(m.loc[(m.split == "val") & (m.seed < 2), "majority_baseline"]) == {0.529}

@@ -29,6 +29,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from stabletune.analysis.frames import (
+    MAIN_METRIC,
     main_metric,
     main_values,
     method_order,
@@ -253,7 +254,9 @@ def degenerate_runs(
         metric = resolve_metric(sel, task, metric_by_task)
         tsel = sel[(sel["task"] == task) & (sel["metric"] == metric)]
         unit = 1.0 if percent_scale(tsel["value"]) == 100.0 else 100.0  # scores in fractions or in %
-        constant = table[task] * unit if task in table else float("nan")
+        # Table 3 gives each task's majority baseline in the paper's metric only (CoLA: MCC 0): no threshold for others
+        paper_metric = majority is not None or metric == MAIN_METRIC.get(task)
+        constant = table[task] * unit if task in table and paper_metric else float("nan")
         for method in method_order(tsel):
             main_values(tsel, task=task, method=method, metric=metric, checkpoint=checkpoint, split=split)  # 1 per run
             msel = tsel[tsel["method"] == method]

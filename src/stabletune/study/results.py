@@ -152,8 +152,12 @@ def load_frames(study_path: str | Path | StudySpec, *, db: str | Path | None = N
         metrics_df = keys.merge(metrics, on="run_id", how="inner").rename(columns={"num_steps": "max_steps"})
         metrics_df = metrics_df[["method", "task", "seed", "checkpoint", "split", "metric", "value", "init_seed",
                                  "data_seed", "run_id", "status", "max_steps", "step"]]
-        metrics_df["majority_baseline"] = [baselines.get((r, sp), float("nan"))
-                                           for r, sp in zip(metrics_df["run_id"], metrics_df["split"])]
+        # the stored baseline is the score of the majority predictor in the run's MAIN metric (MCC 0 on CoLA): it
+        # is no threshold for the run's other metrics (CoLA's accuracy), which get none (NaN)
+        main = dict(zip(runs["run_id"], runs["main_metric"]))
+        metrics_df["majority_baseline"] = [
+            baselines.get((r, sp), float("nan")) if metric == main.get(r) else float("nan")
+            for r, sp, metric in zip(metrics_df["run_id"], metrics_df["split"], metrics_df["metric"])]
     meta = {
         "config": spec_row["spec_text"] if spec_row is not None else (spec.text if spec else None),
         "study": spec.name if spec else (spec_row["name"] if spec_row is not None else None),
@@ -189,7 +193,8 @@ def _candidate_label(candidate: str | None) -> str:
 
 
 def _majority_baselines(rows: list[Any]) -> dict[tuple[str, str], float]:
-    """(run id, "val"|"test") -> the majority-class baseline of the labels the run was scored on (``data.
+    """(run id, "val"|"test") -> the majority-class baseline, in the run's main metric, of the labels the run was
+    scored on (``data.
     majority_baseline`` of its summary, stored since 2026-12-01; runs stored earlier have none, and the analysis
     falls back to Table 3)."""
     out: dict[tuple[str, str], float] = {}
