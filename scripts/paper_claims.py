@@ -34,7 +34,7 @@ import pandas as pd
 from scipy import stats
 
 from stabletune.analysis.frames import ResultsFrames, from_long_csv
-from stabletune.analysis.stats import degenerate_runs, one_tailed_ttest
+from stabletune.analysis.stats import degenerate_runs, one_tailed_ttest, resolve_metric
 from stabletune.metrics import NAN_SCORE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,19 +78,17 @@ def load_reference() -> ResultsFrames | None:
 
 def scores(frames: ResultsFrames, method: str, task: str, *, split: str = "test", checkpoint: str = "best",
            metric: str | None = None) -> np.ndarray:
-    """x 100, NaN counted as NAN_SCORE, in seed order."""
+    """x 100, NaN counted as NAN_SCORE, in seed order; the task's metric as the report chooses it."""
     m = frames.metrics
     sel = m[(m["method"] == method) & (m["task"] == task) & (m["split"] == split) & (m["checkpoint"] == checkpoint)]
-    metric = metric or main_metric(sel)
+    metric = metric or report_metric(frames, sel, task)
     sel = sel[sel["metric"] == metric].sort_values(["seed"])
     return 100.0 * np.nan_to_num(sel["value"].to_numpy(dtype=float), nan=NAN_SCORE)
 
 
-def main_metric(sel: pd.DataFrame) -> str:
-    for name in ("mcc", "spearman", "f1", "acc"):  # a task's main metric: CoLA mcc, STS-B spearman, MRPC f1, else acc
-        if (sel["metric"] == name).any():
-            return name
-    raise ValueError("no known metric in " + ", ".join(sorted(sel["metric"].unique())))
+def report_metric(frames: ResultsFrames, sel: pd.DataFrame, task: str) -> str:
+    """The metric the report uses for ``task``: the one its runs were scored on, else the paper's (Table 3)."""
+    return resolve_metric(sel, task, frames.metric_by_task())
 
 
 def tasks_of(frames: ResultsFrames) -> list[str]:
@@ -308,7 +306,7 @@ def appb_claims(f: ResultsFrames | None) -> list[Row]:
     m = f.metrics
     for task in tasks_of(f):
         sel = m[(m["task"] == task) & (m["split"] == "val") & (m["checkpoint"] == "best")]
-        sel = sel[sel["metric"] == main_metric(sel)]
+        sel = sel[sel["metric"] == report_metric(f, sel, task)]
         piv = {meth: g.pivot_table(index="init_seed", columns="data_seed", values="value")
                for meth, g in sel.groupby("method")}
         s, r = (100 * np.nan_to_num(piv[k].to_numpy(), nan=NAN_SCORE) for k in ("standard", "reinit-3"))

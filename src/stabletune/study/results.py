@@ -19,7 +19,7 @@ import pandas as pd
 from stabletune.errors import ConfigError, DataError, UserError
 from stabletune.study.spec import StudySpec, load_study, parse_study
 from stabletune.study.store import TERMINAL, Store
-from stabletune.study.tuning import Planner
+from stabletune.study.tuning import Planner, candidate_label
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def load_frames(study_path: str | Path | StudySpec, *, db: str | Path | None = N
         runs = pd.DataFrame([{k: r[k] for k in RUN_COLUMNS} for r in rows], columns=list(RUN_COLUMNS))
         if phase == "search" and not runs.empty:
             # each search candidate is its own row of the report ("adam lr=0.0002"), not pooled into its method
-            runs["method"] = [f"{m} {_candidate_label(c)}".rstrip() for m, c in zip(runs["method"], runs["candidate"])]
+            runs["method"] = [f"{m} {candidate_label(json.loads(c) if c else {})}".rstrip() for m, c in zip(runs["method"], runs["candidate"])]
         keys = runs[["run_id", "method", "task", "seed", "init_seed", "data_seed", "status", "num_steps"]]
         baselines = _majority_baselines(rows)
         metrics = _query(store, "test_metrics", ids)
@@ -184,12 +184,6 @@ def _phase_baseline(baseline: str | None, runs: pd.DataFrame, phase: str) -> str
         return baseline
     labels = [m for m in dict.fromkeys(runs["method"]) if m.startswith(baseline + " ")]
     return labels[0] if labels else None
-
-
-def _candidate_label(candidate: str | None) -> str:
-    """``'{"lr":0.0002,"reinit_layers":3}'`` -> ``"lr=0.0002 reinit_layers=3"`` (``""`` for none)."""
-    values = json.loads(candidate) if candidate else {}
-    return " ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
 
 
 def _majority_baselines(rows: list[Any]) -> dict[tuple[str, str], float]:

@@ -127,8 +127,13 @@ class Planner:
         return None
 
 
+def candidate_label(candidate: dict[str, Any], sep: str = " ") -> str:
+    """``{"lr": 0.0002, "reinit_layers": 3}`` -> ``"lr=0.0002 reinit_layers=3"`` (``""`` for none)."""
+    return sep.join(f"{k}={json.dumps(v)}" for k, v in candidate.items())
+
+
 def describe_choice(group: Group, choice: CandidateScore) -> str:
-    values = ", ".join(f"{k}={json.dumps(v)}" for k, v in choice.candidate.items())
+    values = candidate_label(choice.candidate, ", ")
     nan = f", {choice.n_nan} without a score counted as 0" if choice.n_nan else ""
     return (f"{group[0]}/{group[1]}: chose {values} (mean val {choice.mean_val:.4f} over "
             f"{choice.n_scored}/{choice.n_runs} search runs{nan})")
