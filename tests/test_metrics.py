@@ -141,3 +141,10 @@ def test_selected_metrics_match_sklearn():
     majority = int(np.argmax(np.bincount(y)))
     assert majority_baseline(with_metric(user, "f1:no"), y) == pytest.approx(
         skm.f1_score(y, np.full_like(y, majority), pos_label=0))
+
+
+def test_is_proportion_names_percentages_only():
+    from stabletune.metrics import is_proportion
+
+    assert all(is_proportion(m) for m in ("acc", "f1", "f1_macro", "acc_and_f1", "test_acc", "val_f1", "f1:yes"))
+    assert not any(is_proportion(m) for m in ("mcc", "pearson", "spearman", "corr", "test_mcc", "test_spearmanr"))

@@ -96,10 +96,15 @@ def test_curves_mean_and_range(tmp_path):
     _png_ok(plots.save_figure(fig, tmp_path / "loss.png"))
     assert ax.get_ylabel() == "Training loss"  # a loss is not a score: never in %
 
-    scores = df.assign(loss=df["loss"] / 10)
+    scores = df.assign(loss=df["loss"] / 10, metric="acc")
     fig = plots.plot_curves(scores, y="loss", ylabel="Validation acc", title="val", score=True)
     np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(), 10 * (1 / (1 + steps) + 0.1))
     assert fig.axes[0].get_ylabel() == "Validation acc (%)"
+    # MCC (and a correlation) x 100 is not a percentage; nor is a score whose metric is not named
+    fig = plots.plot_curves(scores.assign(metric="mcc"), y="loss", ylabel="Validation mcc", title="val", score=True)
+    assert fig.axes[0].get_ylabel() == "Validation mcc (× 100)"
+    fig = plots.plot_curves(scores.drop(columns="metric"), y="loss", ylabel="Validation", title="val", score=True)
+    assert fig.axes[0].get_ylabel() == "Validation (× 100)"
 
 
 def test_expected_performance_param_distance_sweep_and_seed_grid(tmp_path):

@@ -215,6 +215,22 @@ def test_summary_sentence_variants():
                                      degenerate_runs(m[m.seed == 0], checkpoint="best"), baseline="adam",
                                      checkpoint="best")
     assert "too few runs to compare methods" in text and "1 runs per method" in text
+    assert "%" not in text  # MCC x 100 is not a percentage
+
+
+def test_units_percent_for_accuracy_times_100_for_mcc(tmp_path):
+    """Accuracy x 100 is a percentage, MCC x 100 is not: the sentences and the table notes say which."""
+    rows = [dict(method=meth, task=task, seed=s, checkpoint="best", split="test", metric=metric,
+                 value=mu + 0.01 * s)
+            for task, metric in (("cola", "mcc"), ("sst-2", "acc")) for meth, mu in (("a", 0.3), ("b", 0.5))
+            for s in range(3)]
+    paths = write_report(ResultsFrames(metrics=pd.DataFrame(rows), meta={"baseline": "a"}), tmp_path / "r", n_boot=10)
+    md = paths["markdown"].read_text(encoding="utf-8").replace("\u00a0", " ")
+    cola = next(line for line in md.splitlines() if line.startswith("- **CoLA**"))
+    sst = next(line for line in md.splitlines() if line.startswith("- **SST-2**"))
+    assert "%" not in cola and "51.00 ± 1.00, +20.00 points" in cola
+    assert "51.00 ± 1.00 %, +20.00 points" in sst
+    assert "best checkpoint, × 100 (accuracy and F1: in %)." in md
 
 
 def test_rerun_into_the_same_folder_leaves_no_stale_files_and_a_failure_keeps_the_old_report(tmp_path, monkeypatch):

@@ -94,6 +94,17 @@ def spearman(predictions: ArrayLike, labels: ArrayLike) -> float:
 #: every table says how many NaN scores it counted as 0.
 NAN_SCORE = 0.0
 
+#: Metrics that count examples (accuracy, F1): x 100 they are percentages. MCC and correlations lie in [-1, 1]:
+#: x 100 they are points, not percent (MCC 0.45 is "45", never "45 %").
+PROPORTION_METRICS = frozenset({"acc", "f1", "f1_macro", "acc_and_f1"})
+
+
+def is_proportion(metric: str) -> bool:
+    """Whether ``metric`` (``acc``, ``test_f1``, ``f1:yes``, ...) is a share of examples (see
+    :data:`PROPORTION_METRICS`)."""
+    name = metric.split("_", 1)[1] if metric.startswith(("test_", "val_", "eval_")) else metric
+    return name.split(":", 1)[0] in PROPORTION_METRICS
+
 
 def score_or_worst(value: float | None) -> float:
     """``value``, or :data:`NAN_SCORE` when it is missing or NaN (the one NaN rule, see :data:`NAN_SCORE`)."""

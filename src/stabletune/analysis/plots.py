@@ -5,9 +5,9 @@ Figures: 1 (bias ratio), 2/5/13 (box plots), 3/6/11 (training loss mean and rang
 performance vs random trials), 7/15-18 (L2 distance to init per block), 8/14 (score vs iterations),
 9/10 (controlled seeds).
 
-Units: a fractional score (accuracy, F1, MCC, correlation in [-1, 1]) is drawn in percent, as every table of the
-report shows it (:func:`~stabletune.analysis.stats.percent_scale`, decided per task panel like the tables), and the
-axis label says "(%)". Counts (trials, steps, iterations) get integer ticks.
+Units: a fractional score (accuracy, F1, MCC, correlation in [-1, 1]) is drawn x 100, as every table of the
+report shows it (:func:`~stabletune.analysis.stats.percent_scale`, decided per task panel like the tables); the axis
+label says "(%)" for accuracy and F1 and "(× 100)" for MCC and correlations (not percentages). Counts (trials, steps, iterations) get integer ticks.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from stabletune.analysis.frames import display_task, main_values, method_order, task_order
-from stabletune.analysis.stats import PAPER_ITERATIONS, SeedGrid, bias_correction_ratio, percent_scale, resolve_metric
+from stabletune.analysis.stats import (PAPER_ITERATIONS, SeedGrid, bias_correction_ratio, percent_scale,
+                                      resolve_metric, score_unit_label)
 
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
             "#bcbd22", "#17becf"]
@@ -45,10 +46,16 @@ def _figure(n_panels: int, *, ncols: int = 4, panel: tuple[float, float] = (3.6,
     return fig, axes[:n_panels]
 
 
-def score_unit(values: object) -> tuple[float, str]:
-    """(scale, axis-label suffix) of scores: (100, " (%)") for fractions, (1, "") for values already in %."""
+def score_unit(values: object, metric: str | None) -> tuple[float, str]:
+    """(scale, axis-label suffix) of scores of ``metric``: fractions are drawn x 100, labelled " (%)" for accuracy
+    and F1 and " (× 100)" for MCC and correlations; values already x 100 are drawn as they are, with no suffix."""
     scale = percent_scale(values)
-    return scale, " (%)" if scale == 100.0 else ""
+    label = score_unit_label(metric, scale)
+    return scale, f" ({label})" if label else ""
+
+
+def _metric_of(df: pd.DataFrame) -> str | None:
+    return str(df["metric"].iloc[0]) if "metric" in df.columns and len(df) else None
 
 
 def _integer_x(ax) -> None:
@@ -113,7 +120,7 @@ def plot_boxplots(
     fig, axes = _figure(len(tasks))
     for ax, task in zip(axes, tasks):
         metric = resolve_metric(sel, task, metric_by_task)
-        scale, unit = score_unit(sel.loc[(sel["task"] == task) & (sel["metric"] == metric), "value"])
+        scale, unit = score_unit(sel.loc[(sel["task"] == task) & (sel["metric"] == metric), "value"], metric)
         data, labels, cols = [], [], []
         for method in method_order(sel[sel["task"] == task]):
             x = main_values(sel, task=task, method=method, metric=metric, checkpoint=checkpoint,
@@ -156,7 +163,7 @@ def plot_curves(
     fig, axes = _figure(len(tasks))
     for ax, task in zip(axes, tasks):
         tdf = df[df["task"] == task]
-        scale, unit = score_unit(tdf[y]) if score else (1.0, "")
+        scale, unit = score_unit(tdf[y], _metric_of(tdf)) if score else (1.0, "")
         for method in method_order(tdf):
             g = tdf[tdf["method"] == method].groupby(x)[y].agg(["mean", "min", "max", "count"])
             g[["mean", "min", "max"]] *= scale
@@ -195,7 +202,7 @@ def plot_expected_performance(
     fig, axes = _figure(len(tasks))
     for ax, task in zip(axes, tasks):
         tdf = curves[curves["task"] == task]
-        scale, unit = score_unit(tdf[mean_col])
+        scale, unit = score_unit(tdf[mean_col], _metric_of(tdf))
         tdf = tdf.assign(**{mean_col: tdf[mean_col] * scale, std_col: tdf[std_col] * scale})
         for method in method_order(tdf):
             g = tdf[tdf["method"] == method].sort_values("k")
@@ -269,7 +276,7 @@ def plot_iteration_sweep(
     fig, axes = _figure(len(tasks))
     for ax, task in zip(axes, tasks):
         tdf = sweep[sweep["task"] == task]
-        scale, unit = score_unit(tdf["value"])
+        scale, unit = score_unit(tdf["value"], _metric_of(tdf))
         for group in groups:
             g = tdf[tdf["group"] == group].groupby("iterations")["value"].agg(["mean", "min", "max"]) * scale
             if g.empty:
@@ -288,12 +295,14 @@ def plot_iteration_sweep(
 
 
 # ------------------------------------------------------------------------------------------------
-def plot_seed_grid(grids: Mapping[str, SeedGrid], *, title: str, scale: float = 1.0) -> Figure:
+def plot_seed_grid(grids: Mapping[str, SeedGrid], *, title: str, scale: float = 1.0,
+                   metric: str | None = None) -> Figure:
     """Figures 9 and 10: heat map of scores over init seed x data seed with min/mean/max/std margins.
 
     Args:
         grids: method -> :class:`~stabletune.analysis.stats.SeedGrid`, one heat map each.
-        scale: multiply the numbers and the colour scale (100 for percentages).
+        scale: multiply the numbers and the colour scale (100 for fractions).
+        metric: names the colour bar's unit (:func:`~stabletune.analysis.stats.score_unit_label`).
     """
     fig, axes = _figure(len(grids), ncols=2, panel=(6.4, 5.4))
     values = np.concatenate([g.grid.to_numpy().ravel() for g in grids.values()]) * scale
@@ -324,6 +333,6 @@ def plot_seed_grid(grids: Mapping[str, SeedGrid], *, title: str, scale: float = 
         ax.set_ylabel("Random seed for initialisation")
         ax.set_title(f"{method}: std fixing init {sg.std_fixed_init * scale:.2f}, "
                      f"fixing data {sg.std_fixed_data * scale:.2f}", fontsize=9)
-        fig.colorbar(im, ax=ax, shrink=0.8, label="%" if scale == 100.0 else None)
+        fig.colorbar(im, ax=ax, shrink=0.8, label=score_unit_label(metric, scale) or None)
     fig.suptitle(title)
     return fig

@@ -47,6 +47,7 @@ from stabletune.analysis.stats import (
     expected_max_performance,
     iteration_sweep,
     percent_scale,
+    score_unit_label,
     seed_grid_stats,
     summary_table,
     ttest_name,
@@ -236,6 +237,14 @@ def _inline_md(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
+def _units_note(pairs: Any) -> str:
+    """", in %" / ", × 100" (MCC, correlations) / both, for the ``(metric, scale)`` pairs a table shows."""
+    labels = {score_unit_label(m, sc) for m, sc in pairs} - {""}
+    if len(labels) == 2:
+        return ", × 100 (accuracy and F1: in %)"
+    return f", in {labels.pop()}" if labels == {"%"} else f", {labels.pop()}" if labels else ""
+
+
 def _fmt(x: float, nd: int = 2) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
 
@@ -576,10 +585,9 @@ def _summary_block(doc: _Doc, s: pd.DataFrame, *, ck: str, baseline: str, welch:
             p_text = "baseline" if meth == baseline else _fmt_p(r["p"]) + (" *" if r["significant"] else "")
             row.append(p_text)
         rows.append(row)
-    scale = s["scale"].iloc[0] if len(s) else 100.0
     notes = [
         f"Mean ± standard deviation (ddof=1) over seeds of the test score at the {ck} checkpoint"
-        + (", in %." if scale == 100.0 else "."),
+        + _units_note(zip(s["metric"], s["scale"])) + ".",
         f"p: {ttest_name(welch)} of H1 \"method > `{baseline}`\"; * marks p < {alpha}. "
         "No correction for multiple comparisons.",
         f"**Bold**: the best mean of each task and the methods not significantly below it (same test, p ≥ {alpha}), "
@@ -704,16 +712,17 @@ def _expected_block(doc: _Doc, m: pd.DataFrame, checkpoints: list[str], *, metri
                        + ", ".join(max_methods) + ".")
         k_max = int(curves["k"].max())
         ks = sorted(k for k in {1, 5, 10, k_max} if k <= k_max)
-        table_rows = []
+        table_rows, units = [], []
         for (task, meth), g in curves.groupby(["task", "method"], sort=False):
             scale = percent_scale(g["mean"])
+            units.append((g["metric"].iloc[0], scale))
             g = g.set_index("k")
             table_rows.append([display_task(task), meth] + [
                 f"{_fmt(g.loc[k, 'mean'] * scale)} ± {_fmt(g.loc[k, 'std'] * scale)}" if k in g.index else ""
                 for k in ks])
         doc.table(["Task", "Method", *[f"k={k}" for k in ks]], table_rows, table_id=f"expected-{ck}",
                   notes=[("Expected maximum test score" if selections == {"max test"} else "Expected test score")
-                         + " (mean ± std over simulations, % for fractional metrics)."] + notes)
+                         + " (mean ± std over simulations" + _units_note(units) + ")."] + notes)
     return pd.concat(frames_out, ignore_index=True) if frames_out else None
 
 
@@ -749,7 +758,7 @@ def _seed_grid_block(doc: _Doc, m: pd.DataFrame, *, metric_by_task: dict[str, st
         scale = percent_scale(tsel["value"])
         add_figure(f"seed_grid_{task}",
                    plots.plot_seed_grid(grids, title=f"{display_task(task)}: {split} {metric} by init seed x data seed",
-                                        scale=scale),
+                                        scale=scale, metric=metric),
                    f"{display_task(task)}: {split} {metric} ({ck} checkpoint) for each initialisation seed (rows) and "
                    "data-order/dropout seed (columns), with min/mean/max/std margins.")
         rows = [[meth, _fmt(g.std_fixed_init * scale), _fmt(g.std_fixed_data * scale), _fmt(g.std_all * scale)]
@@ -778,9 +787,10 @@ def summary_sentences(s: pd.DataFrame, degenerate: pd.DataFrame, *, baseline: st
     for task in dict.fromkeys(s["task"]):
         t = s[s["task"] == task].set_index("method")
         metric = t["metric"].iloc[0]
-        pct = t["scale"].iloc[0] == 100.0
+        label = score_unit_label(metric, t["scale"].iloc[0])
         nb = "\u00a0"  # no line break inside "72.13 ± 1.57 %"
-        unit, pts = (f"{nb}%", " points") if pct else ("", "")
+        unit = f"{nb}%" if label == "%" else ""  # MCC x 100 has no unit sign: its table says "× 100"
+        pts = " points" if label else ""
         ns = sorted(set(int(n) for n in t["n"]))
         runs = f"{ns[0]} runs per method" if len(ns) == 1 else f"{ns[0]}–{ns[-1]} runs per method"
         head = f"**{display_task(task)}** (test {metric}, {checkpoint} checkpoint, {runs}): "

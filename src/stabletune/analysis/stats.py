@@ -37,7 +37,7 @@ from stabletune.analysis.frames import (
     task_order,
 )
 from stabletune.errors import UserError
-from stabletune.metrics import NAN_SCORE
+from stabletune.metrics import NAN_SCORE, is_proportion
 from stabletune.tasks import PAPER_MAJORITY_TEST, PAPER_MAJORITY_VAL
 
 #: Training-set sizes of the tasks in Figure 1 (paper Table 3 / GLUE).
@@ -120,6 +120,15 @@ def percent_scale(values: Any) -> float:
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     return 100.0 if v.size == 0 or np.all(np.abs(v) <= 1.0) else 1.0
+
+
+def score_unit_label(metric: str | None, scale: float) -> str:
+    """The unit of a score of ``metric`` multiplied by ``scale``: "%" for accuracy or F1 x 100, "× 100" for MCC or a
+    correlation x 100 (:func:`stabletune.metrics.is_proportion`) or a metric not named, "" for a score left as it
+    is."""
+    if scale != 100.0:
+        return ""
+    return "%" if metric and is_proportion(metric) else "× 100"
 
 
 def resolve_metric(metrics: pd.DataFrame, task: str, metric_by_task: dict[str, str] | None) -> str:
@@ -463,6 +472,6 @@ def iteration_sweep(
     for task in task_order(sel["task"]):
         metric = resolve_metric(sel, task, metric_by_task)
         part = sel[(sel["task"] == task) & (sel["metric"] == metric)]
-        parts.append(part[["task", "group", "iterations", *keys, "value"]])
+        parts.append(part[["task", "metric", "group", "iterations", *keys, "value"]])
     out = pd.concat(parts, ignore_index=True)
     return out, split, checkpoint
