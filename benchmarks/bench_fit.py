@@ -27,17 +27,19 @@ and reports, on each test file:
 - ``fit`` with its default budget: the shipped model's test score (from ``fit.json``, which ``stabletune predict``
   reproduces), the chosen recipe, its wall time against the budget;
 - on sentiment and similarity, the exhaustive grid over the levers fit searches (its :func:`search_space` for
-  this model and data: 3 learning rates x 3 L x 3 numbers of updates = 27 cells), 3 seeds per cell, as a study
-  on 2 workers: its wall time, its best-validation cell (mean validation over seeds, failed/NaN seeds counted as
-  the metric's worst value, as fit does) and that cell's mean test score, and the grid cell of fit's chosen
-  recipe (the same runs: same configs and seeds).
+  this model and data: 3 learning rates x 3 L x 3 numbers of updates = 27 cells), 3 seeds per cell, as one study
+  per number of updates (each fits in a working session; a finished one is kept in report.json with its runs, so a
+  committed report.json carries it to another machine) on 2 workers: its wall time, its best-validation cell
+  (mean validation over seeds, failed/NaN seeds counted as the metric's worst value, as fit does) and that cell's
+  mean test score, and the grid cell of fit's chosen recipe (the same runs: same configs and seeds).
 
 Targets (issue 10): fit's chosen recipe's mean test within 1 point (0.01 Spearman) of the grid's best-validation
 cell; fit's shipped model above ``train`` with defaults on all three; fit's default budget at most a quarter of
 the grid's measured wall time; fit's wall time within its budget + 10 %.
 
 Everything is stored under ``--out`` (default ``benchmarks/results/fit``): the data files, the studies' SQLite
-files (rerun to resume), fit's output folders, and ``report.json`` / ``report.md``.
+files (rerun to resume), fit's output folders (all under ``<dataset>/``, not committed: the data come from GLUE,
+the models are large), and ``report.json`` / ``report.md`` (committed: every part's results, the grid's runs).
 """
 
 from __future__ import annotations
@@ -184,32 +186,51 @@ def train_part(ds: dict, args, folder: Path) -> dict:
     return out
 
 
-def grid_part(ds: dict, args, folder: Path, space) -> dict:
-    """Every cell of fit's search space, 3 seeds each, as one study (the runs fit makes, plus a test score)."""
+def grid_part(ds: dict, args, folder: Path, space, previous: dict | None = None) -> dict:
+    """Every cell of fit's search space, 3 seeds each (the runs fit makes, plus a test score), as one study per
+    number of updates (``grid-<dataset>-u<N>.yaml``), so that each rung fits in one working session.
+
+    Each rung's runs are kept in the result (``rungs[N]["runs"]``: method, seed, status, best validation, test score,
+    wall time): a rung recorded complete in ``previous`` (the last report.json) is not run again even when its
+    study database is gone (a new machine), so report.json, committed, carries the grid across machines."""
     from stabletune.metrics import NAN_SCORE  # a failed/NaN seed counts as fit counts it (the one NaN rule)
 
-    methods = {c.slug: c.overrides() for c in space.grid()}
     base = {"model": args.model, "optimizer": "adamw", **(args.extra or {})}
-    text = {"name": f"grid-{ds['name']}", "base": base, "methods": methods, "tasks": [_task_entry(ds)],
-            "seeds": 3}
-    path = folder / f"grid-{ds['name']}.yaml"
-    wall, outcome = run_study_file(path, text, args.workers, args.progress)
-    rows = study_rows(path)
     metric = _metric_key(ds)
+    seeds = 3
+    rungs: dict[str, dict] = {}
+    for updates in space.updates:
+        cands = [c for c in space.grid() if c.updates == updates]
+        old = ((previous or {}).get("rungs") or {}).get(str(updates))
+        path = folder / f"grid-{ds['name']}-u{updates}.yaml"
+        db = path.with_suffix(".db")
+        if old and old.get("complete") and not db.exists():
+            rungs[str(updates)] = old  # finished on another machine; its runs are in report.json
+            continue
+        text = {"name": path.stem, "base": base, "methods": {c.slug: c.overrides() for c in cands},
+                "tasks": [_task_entry(ds)], "seeds": seeds}
+        wall, outcome = run_study_file(path, text, args.workers, args.progress)
+        runs = [{"method": r["method"], "seed": r["seed"], "status": r["status"], "best_val": r["best_val"],
+                 "test": r.get(f"best_test_{metric}"), "wall_s": r["wall_s"]} for r in study_rows(path)]
+        complete = sum(r["status"] in ("finished", "diverged") for r in runs) == seeds * len(cands)
+        # a rung's wall time is measured when one call ran all of it; otherwise its runs' summed time / workers
+        rungs[str(updates)] = {"runs": runs, "complete": complete, "wall_s_this_call": wall,
+                               "ran_this_call": outcome.ran, "runs_expected": seeds * len(cands)}
     floor = NAN_SCORE
     cells = {}
     for c in space.grid():
-        rs = [r for r in rows if r["method"] == c.slug]
+        rs = [r for r in rungs[str(c.updates)]["runs"] if r["method"] == c.slug]
         vals = [floor if not _finite(r["best_val"]) or r["status"] not in ("finished", "diverged") else r["best_val"]
                 for r in rs]
-        cells[c.key] = {"mean_val": _mean(vals), "mean_test": _mean(r.get(f"best_test_{metric}") for r in rs),
+        cells[c.key] = {"mean_val": _mean(vals), "mean_test": _mean(r["test"] for r in rs),
                         "runs": len(rs), "wall_s": sum(r["wall_s"] or 0 for r in rs)}
     best = max(cells, key=lambda k: (cells[k]["mean_val"] if cells[k]["mean_val"] is not None else -math.inf))
-    # the grid's cost: wall time of the study run; stored runs' summed wall / workers when it ran in several calls
-    run_seconds = sum(c["wall_s"] for c in cells.values())
+    workers = args.resolved_workers
+    grid_wall = sum(r["wall_s_this_call"] if r.get("ran_this_call") == r["runs_expected"]
+                    else sum(x["wall_s"] or 0 for x in r["runs"]) / workers for r in rungs.values())
     return {"cells": cells, "best_val_cell": best, "best_val_cell_mean_test": cells[best]["mean_test"],
-            "wall_s_this_call": wall, "run_seconds": run_seconds, "ran_this_call": outcome.ran,
-            "grid": {"lrs": space.lrs, "layers": space.layers, "updates": space.updates, "seeds": 3}}
+            "complete": all(r["complete"] for r in rungs.values()), "wall_s": grid_wall, "rungs": rungs,
+            "grid": {"lrs": space.lrs, "layers": space.layers, "updates": space.updates, "seeds": seeds}}
 
 
 def fit_part(ds: dict, args, folder: Path, space) -> dict:
@@ -271,10 +292,8 @@ def targets(res: dict) -> dict:
             t["fit_choice_mean_test"] = chosen
             t["fit_choice_within_1pt_of_grid_best"] = (chosen is not None and
                                                        grid["best_val_cell_mean_test"] - chosen <= scale)
-            runs = 3 * len(grid["cells"])
-            # the grid's wall time: measured when one call ran it all, else its runs' summed time / workers
-            grid_wall = (grid["wall_s_this_call"] if grid["ran_this_call"] == runs
-                         else grid["run_seconds"] / max(1, res["workers"]))
+            grid_wall = grid["wall_s"]  # per rung: measured when one call ran it all, else summed runs / workers
+            t["grid_complete"] = grid["complete"]
             t["grid_wall_s"] = grid_wall
             t["budget_at_most_quarter_of_grid"] = fit["budget_s"] <= grid_wall / 4
         out[name] = t
@@ -347,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     from stabletune.study.backends import default_workers
 
     workers = max(1, args.workers if args.workers else default_workers())
+    args.resolved_workers = workers
     parts = set(args.parts.split(","))
     unknown = parts - set(PARTS)
     if unknown:
@@ -354,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     report_path = out / "report.json"
     previous = json.loads(report_path.read_text()) if report_path.exists() else {}
     res = {"model": args.model, "rows": args.rows, "workers": workers, "tiny": args.tiny, "datasets": {}}
+    if all(previous.get(k) == res[k] for k in ("model", "rows", "tiny")):
+        res["datasets"] = dict(previous.get("datasets") or {})  # datasets not rerun keep their results
     depth, hidden = model_shape(args.model)
     for name in args.datasets.split(","):
         folder = out / name
@@ -373,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
                                               list(fit_space["updates"])) == (list(space.lrs), list(space.layers),
                                                                               list(space.updates))
         if "grid" in parts and name in GRID_DATASETS:
-            r["grid"] = grid_part(ds, args, folder, space)
+            r["grid"] = grid_part(ds, args, folder, space, previous=r.get("grid"))
         res["datasets"][name] = r
         _save(out, res)
     res["targets"] = targets(res)

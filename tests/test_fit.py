@@ -390,3 +390,16 @@ def test_bench_fit_tiny_smoke(tiny_model, tmp_path):
     assert {"fit_choice_within_1pt_of_grid_best", "budget_at_most_quarter_of_grid"} <= set(
         report["targets"]["sentiment"])
     assert (tmp_path / "report.md").read_text().startswith("# bench_fit")
+    # The grid is one study per number of updates; a finished rung lives on in report.json: on a machine without
+    # its database (a fresh clone with the committed report.json) it is read back, not run again.
+    grid = report["datasets"]["sentiment"]["grid"]
+    assert set(grid["rungs"]) == {"9", "18"} and grid["complete"]
+    dbs = sorted((tmp_path / "sentiment").glob("grid-sentiment-u*.db"))
+    assert [d.name for d in dbs] == ["grid-sentiment-u18.db", "grid-sentiment-u9.db"]
+    for d in dbs:
+        d.unlink()
+    assert bench.main(["--tiny", "--model", str(tiny_model), "--glue", str(glue_dir()), "--out", str(tmp_path),
+                       "--no-progress", "--parts", "grid", "--datasets", "sentiment"]) == 0
+    again = json.loads((tmp_path / "report.json").read_text())
+    assert not any(d.exists() for d in dbs) and again["datasets"]["sentiment"]["grid"]["cells"] == grid["cells"]
+    assert again["datasets"]["similarity"] == report["datasets"]["similarity"]  # not rerun, not lost
