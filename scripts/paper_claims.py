@@ -225,7 +225,9 @@ def sec5_claims(f: ResultsFrames | None) -> list[Row]:
         return [Row(c, s, "—", "", "", "", float("nan"), "not run yet", SEC5) for c, s in (
             ("Re-init improves the mean test score", "Table 1"), ("Re-init lowers the variance", "Table 1"),
             ("The best L varies across tasks", "Fig. 5, 13"),
-            ("Re-init lowers the top blocks' L2 distance to their initial weights", "Fig. 7"))]
+            ("Re-init lowers the top blocks' L2 distance to their initial weights", "Fig. 7"),
+            ("Re-initialising many blocks makes the bottom block move further from its pre-trained weights",
+             "Fig. 7"))]
     rows: list[Row] = []
     best: dict[str, str] = {}
     for task in tasks_of(f):
@@ -272,6 +274,18 @@ def sec5_claims(f: ResultsFrames | None) -> list[Row]:
                             task, "lower for Re-init in blocks 18-24 (figures only)",
                             f"reinit-1 {a.mean():.3f} ± {a.std(ddof=1):.3f} vs standard {b.mean():.3f} ± "
                             f"{b.std(ddof=1):.3f} (end of training)", "Student t, one-tailed", p,
+                            verdict(p, agrees, p_opp), SEC5))
+            # Figure 7's caption: "re-initializing too many layers causes a larger change in the bottom blocks"
+            deepest = max((m for m in by.groups if m.startswith("reinit-")), key=lambda m: int(m.split("-")[1]))
+            first = pdist[(pdist["task"] == task) & (pdist["block"] == pdist["block"].min())]
+            first = first[first["step"] == first.groupby(["method", "seed"])["step"].transform("max")]
+            fb = first.groupby("method")["distance"]
+            a, b = fb.get_group(deepest).to_numpy(), fb.get_group("standard").to_numpy()
+            p, p_opp, agrees = mean_greater(a, b)
+            rows.append(Row("Re-initialising many blocks makes the bottom block move further from its pre-trained "
+                            "weights", "Fig. 7", task, "RTE, Re-init 10 of 24: larger change in blocks 1-6 "
+                            "(figure only)", f"block 0: {deepest} {a.mean():.3f} ± {a.std(ddof=1):.3f} vs standard "
+                            f"{b.mean():.3f} ± {b.std(ddof=1):.3f} (end of training)", "Student t, one-tailed", p,
                             verdict(p, agrees, p_opp), SEC5))
     return rows
 
