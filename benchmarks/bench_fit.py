@@ -52,6 +52,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,15 +187,15 @@ def train_part(ds: dict, args, folder: Path) -> dict:
     return out
 
 
-def grid_part(ds: dict, args, folder: Path, space, previous: dict | None = None) -> dict:
+def grid_part(ds: dict, args, folder: Path, space, previous: dict | None = None,
+              save: Callable[[dict], None] | None = None) -> dict:
     """Every cell of fit's search space, 3 seeds each (the runs fit makes, plus a test score), as one study per
     number of updates (``grid-<dataset>-u<N>.yaml``), so that each rung fits in one working session.
 
     Each rung's runs are kept in the result (``rungs[N]["runs"]``: method, seed, status, best validation, test score,
     wall time): a rung recorded complete in ``previous`` (the last report.json) is not run again even when its
-    study database is gone (a new machine), so report.json, committed, carries the grid across machines."""
-    from stabletune.metrics import NAN_SCORE  # a failed/NaN seed counts as fit counts it (the one NaN rule)
-
+    study database is gone (a new machine), so report.json, committed, carries the grid across machines. ``save``
+    is called with the grid so far after every rung (a session that ends mid-grid keeps the finished rungs)."""
     base = {"model": args.model, "optimizer": "adamw", **(args.extra or {})}
     metric = _metric_key(ds)
     seeds = 3
@@ -216,20 +217,32 @@ def grid_part(ds: dict, args, folder: Path, space, previous: dict | None = None)
         # a rung's wall time is measured when one call ran all of it; otherwise its runs' summed time / workers
         rungs[str(updates)] = {"runs": runs, "complete": complete, "wall_s_this_call": wall,
                                "ran_this_call": outcome.ran, "runs_expected": seeds * len(cands)}
+        if save is not None and updates != space.updates[-1]:
+            save(_grid_summary(rungs, space, seeds, args.resolved_workers))
+    return _grid_summary(rungs, space, seeds, args.resolved_workers)
+
+
+def _grid_summary(rungs: dict[str, dict], space, seeds: int, workers: int) -> dict:
+    """The grid's cells (mean validation and test over seeds) from the rungs run so far; ``complete`` when every
+    rung of ``space`` has all its runs."""
+    from stabletune.metrics import NAN_SCORE  # a failed/NaN seed counts as fit counts it (the one NaN rule)
+
     floor = NAN_SCORE
     cells = {}
     for c in space.grid():
+        if str(c.updates) not in rungs:
+            continue
         rs = [r for r in rungs[str(c.updates)]["runs"] if r["method"] == c.slug]
         vals = [floor if not _finite(r["best_val"]) or r["status"] not in ("finished", "diverged") else r["best_val"]
                 for r in rs]
         cells[c.key] = {"mean_val": _mean(vals), "mean_test": _mean(r["test"] for r in rs),
                         "runs": len(rs), "wall_s": sum(r["wall_s"] or 0 for r in rs)}
     best = max(cells, key=lambda k: (cells[k]["mean_val"] if cells[k]["mean_val"] is not None else -math.inf))
-    workers = args.resolved_workers
     grid_wall = sum(r["wall_s_this_call"] if r.get("ran_this_call") == r["runs_expected"]
                     else sum(x["wall_s"] or 0 for x in r["runs"]) / workers for r in rungs.values())
     return {"cells": cells, "best_val_cell": best, "best_val_cell_mean_test": cells[best]["mean_test"],
-            "complete": all(r["complete"] for r in rungs.values()), "wall_s": grid_wall, "rungs": rungs,
+            "complete": len(rungs) == len(space.updates) and all(r["complete"] for r in rungs.values()),
+            "wall_s": grid_wall, "rungs": dict(rungs),
             "grid": {"lrs": space.lrs, "layers": space.layers, "updates": space.updates, "seeds": seeds}}
 
 
@@ -287,7 +300,9 @@ def targets(res: dict) -> dict:
                                                                    if v is not None))
         if fit:
             t["fit_within_budget_plus_10pct"] = fit["wall_s"] <= 1.1 * fit["budget_s"]
-        if fit and grid:
+        if grid and not grid.get("complete"):
+            t["grid_complete"] = False  # rungs still to run: no grid targets yet
+        elif fit and grid:
             chosen = grid["cells"].get(fit["choice"], {}).get("mean_test")
             t["fit_choice_mean_test"] = chosen
             t["fit_choice_within_1pt_of_grid_best"] = (chosen is not None and
@@ -395,7 +410,11 @@ def main(argv: list[str] | None = None) -> int:
                                               list(fit_space["updates"])) == (list(space.lrs), list(space.layers),
                                                                               list(space.updates))
         if "grid" in parts and name in GRID_DATASETS:
-            r["grid"] = grid_part(ds, args, folder, space, previous=r.get("grid"))
+            def save_grid(grid: dict, r: dict = r, name: str = name) -> None:
+                res["datasets"][name] = {**r, "grid": grid}
+                _save(out, res)
+
+            r["grid"] = grid_part(ds, args, folder, space, previous=r.get("grid"), save=save_grid)
         res["datasets"][name] = r
         _save(out, res)
     res["targets"] = targets(res)

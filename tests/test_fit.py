@@ -403,3 +403,16 @@ def test_bench_fit_tiny_smoke(tiny_model, tmp_path):
     again = json.loads((tmp_path / "report.json").read_text())
     assert not any(d.exists() for d in dbs) and again["datasets"]["sentiment"]["grid"]["cells"] == grid["cells"]
     assert again["datasets"]["similarity"] == report["datasets"]["similarity"]  # not rerun, not lost
+    # After each rung but the last, the grid so far is handed to `save` (report.json), marked incomplete
+    from argparse import Namespace
+
+    from stabletune.fit import SearchSpace
+
+    space = SearchSpace(lrs=(3e-3, 1e-2), layers=(0, 1), updates=(9, 18), anchor_lr=3e-3, anchor_layers=1)
+    ds = bench.build("sentiment", glue_dir(), tmp_path / "sentiment" / "data", 48)
+    args = Namespace(model=str(tiny_model), extra={"batch_size": 16, "num_evals": 3, "threads": 1}, workers=0,
+                     progress=False, resolved_workers=1)
+    saved: list[dict] = []
+    full = bench.grid_part(ds, args, tmp_path / "sentiment", space, save=saved.append)
+    assert len(saved) == 1 and set(saved[0]["rungs"]) == {"9"} and not saved[0]["complete"]
+    assert set(saved[0]["cells"]) == {k for k in full["cells"] if k.endswith("updates=9")} and full["complete"]
