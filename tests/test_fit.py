@@ -151,6 +151,23 @@ def test_budget_estimates_cost_and_makespan():
     assert "r" not in b2.live_rate
 
 
+def test_budget_of_a_resumed_fit_counts_the_earlier_calls(tmp_path):
+    from stabletune.fit import SPENT_FILE, _read_spent
+
+    assert _read_spent(tmp_path) == 0.0  # a new fit
+    b = Budget(1000, workers=1, start=100.0, spent_file=tmp_path / SPENT_FILE)
+    b.save_spent()
+    first = _read_spent(tmp_path)
+    assert first == pytest.approx(b.elapsed(), abs=1.0)
+    resumed = Budget(1000, workers=1, start=200.0, earlier=first)
+    assert resumed.earlier == first
+    # the same clock reading: the resumed budget has `first` seconds less left than a fresh one
+    fresh = Budget(1000, workers=1, start=200.0)
+    assert fresh.left() - resumed.left() == pytest.approx(first, abs=1.0)
+    (tmp_path / SPENT_FILE).write_text("{", encoding="utf-8")  # torn by a kill: counts nothing, no crash
+    assert _read_spent(tmp_path) == 0.0
+
+
 def test_trims_shrink_the_plan_in_order_until_it_fits():
     planner = FitPlanner(SPACE, SEEDS, floor=0.0)
     limits = Limits(screen=len(planner.screen_list()))
@@ -300,6 +317,8 @@ def test_fit_resumes_after_sigkill_without_recomputing(tiny_model, tmp_path):
     done_before = {i: r for i, r in before.items() if r["status"] == "finished"}
     assert len(done_before) == 4 and sum(r["status"] == "running" for r in before.values()) == 1
     assert not (out / "fit.json").exists()
+    spent = json.loads((out / "search" / "spent.json").read_text())["spent_s"]  # after the 4th stored run
+    assert spent > 0
 
     calls = []
 
@@ -319,6 +338,9 @@ def test_fit_resumes_after_sigkill_without_recomputing(tiny_model, tmp_path):
     assert len(calls) == len(after) - 4
     assert all(r["status"] == "finished" for r in after.values())
     assert (out / "fit.json").is_file() and res.choice["seeds"] == 3
+    tm = res.record["timings"]  # the budget bounds the whole fit: the killed call's time is counted
+    assert tm["earlier_calls_s"] == spent
+    assert tm["wall_s"] == pytest.approx(spent + tm["wall_s_this_call"])
 
 
 # ------------------------------------------------------------------------------------------------

@@ -58,6 +58,17 @@ FAIL_FAST = 3
 """A fit whose first runs all fail stops (the same error would fail every run)."""
 FINALIZE_RESERVE_S = 15.0
 """Budget kept back for writing the output folder (model copy, test scoring, card, figure)."""
+SPENT_FILE = "spent.json"
+"""In ``OUT/search/``: the budget seconds spent by the calls so far, updated after each stored run."""
+
+
+def _read_spent(search_dir: Path) -> float:
+    """Budget seconds spent by earlier calls of a resumed fit (0 for a new fit)."""
+    try:
+        return max(0.0, float(json.loads((search_dir / SPENT_FILE).read_text(encoding="utf-8"))["spent_s"]))
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, or torn by a kill: count nothing
+        return 0.0
+
 
 #: Options fit decides itself (the rest of RunConfig can be passed through).
 DECIDED = {
@@ -413,16 +424,27 @@ class Budget:
     (a stage starts when the previous one ends), longest run first.
     """
 
-    def __init__(self, seconds: float, workers: int, *, start: float | None = None):
+    def __init__(self, seconds: float, workers: int, *, start: float | None = None, earlier: float = 0.0,
+                 spent_file: Path | None = None):
         self.seconds, self.workers = float(seconds), max(1, workers)
-        self.start = time.monotonic() if start is None else start
+        self.earlier = float(earlier)  # spent by the earlier calls of a resumed fit
+        self.start = (time.monotonic() if start is None else start) - self.earlier
+        self.spent_file = spent_file
         self.fixed: list[float] = []
         self.per_update: list[float] = []
         self.live_rate: dict[str, float] = {}
         self.trimmed: list[str] = []
 
     def elapsed(self) -> float:
+        """Seconds of the budget spent: this call's, plus the earlier calls' of a resumed fit."""
         return time.monotonic() - self.start
+
+    def save_spent(self) -> None:
+        """Record the budget spent so far (after each stored run), for a later call that resumes this fit."""
+        if self.spent_file is not None:
+            from stabletune.engine.runlog import write_json
+
+            write_json(self.spent_file, {"spent_s": self.elapsed()})
 
     def observe(self, timings: dict, steps: int | None) -> None:
         wall, train_s = timings.get("wall_s"), timings.get("train_s")
@@ -611,7 +633,10 @@ def fit(*, out: str | os.PathLike, train_file: str | None = None, dev_file: str 
     from stabletune.study.store import StudyLock, Store
 
     backend = make_backend("local", workers=workers, run_fn=run_fn)
-    budget_ = Budget(budget, backend.capacity, start=t0)
+    # --budget is for the whole fit: a resumed fit starts with what its earlier calls spent (up to their last
+    # stored run; work killed in flight is redone and counted again), so kill + rerun cannot double the budget
+    budget_ = Budget(budget, backend.capacity, start=t0, earlier=_read_spent(search_dir),
+                     spent_file=search_dir / SPENT_FILE)
     limits = limits or Limits()
     with StudyLock(search_dir / "fit.db"), Store.open(search_dir / "fit.db", create=True) as store:
         store.save_spec("fit", json.dumps(describe, sort_keys=True, indent=1), None)
@@ -747,8 +772,12 @@ class _Search:
         self._load_results()
         resumed = len(self.results)
         view = self._view()
-        if resumed:
-            self.display.line(f"resuming: {resumed} run(s) already done in {self.store.path}")
+        if resumed or self.budget.earlier:
+            from stabletune.study.runner import format_seconds
+
+            self.display.line(f"resuming: {resumed} run(s) already done in {self.store.path}; earlier calls spent "
+                              f"{format_seconds(self.budget.earlier)} of the {format_seconds(self.budget.seconds)} "
+                              "budget (a larger --budget extends it)")
         started_backend = False
         try:
             while True:
@@ -841,6 +870,7 @@ class _Search:
                                    f"see {self.store.path}")
         row = self.store.runs([run_id])[0]
         self.results[run] = self._seed_result(row)
+        self.budget.save_spent()
         self.ran += 1
         self._collect_garbage()
 
@@ -959,7 +989,7 @@ def _finalize(out_dir: Path, view: PlanView, *, planner: FitPlanner, search: _Se
         "space": space.to_dict(), "seeds": seeds,
         "plan": {"limits": asdict(search.limits), "trimmed": budget.trimmed},
         "candidates": candidates, "choice": choice_record, "test": test,
-        "timings": {"budget_s": budget.seconds, "search_s": t_search,
+        "timings": {"budget_s": budget.seconds, "earlier_calls_s": budget.earlier, "search_s": t_search,
                     "finalize_s": None, "wall_s": None, "runs_this_call": search.ran, "runs": len(search.results),
                     "run_seconds": run_seconds, "workers": search.backend.capacity},
         "config": {k: v for k, v in base_cfg.to_dict().items() if k not in ("progress", "out", "overwrite")},
@@ -967,7 +997,8 @@ def _finalize(out_dir: Path, view: PlanView, *, planner: FitPlanner, search: _Se
     figure = _write_figure(out_dir / "fit.png", candidates, spec.metric)
     record["figure"] = figure
     record["timings"]["finalize_s"] = time.monotonic() - t0
-    record["timings"]["wall_s"] = t_search + record["timings"]["finalize_s"]
+    record["timings"]["wall_s_this_call"] = t_search + record["timings"]["finalize_s"]
+    record["timings"]["wall_s"] = budget.earlier + record["timings"]["wall_s_this_call"]  # what the budget bounds
     _write_text(out_dir / "README.md", model_card(record))
     from stabletune.engine.runlog import write_json
 
