@@ -24,8 +24,12 @@ and reports, on each test file:
 
 - ``train`` with its defaults (the paper's BERT-Large recipe: lr 2e-5, 3 epochs) and with the hand-picked
   ``--lr 1e-4`` (docs/LOG.md), seeds 0, 1, 2: seed 0 alone ("one seed") and the mean of three;
-- ``fit`` with its default budget: the shipped model's test score (from ``fit.json``, which ``stabletune predict``
-  reproduces), the chosen recipe, its wall time against the budget;
+- ``fit`` with its default budget: the shipped model's test score (from ``fit.json``), the chosen recipe, its wall
+  time against the budget;
+- checks on fit's output folder alone (:func:`check_part`): ``stabletune predict`` in a separate process, scored
+  with scikit-learn / SciPy, reproduces fit.json's test score; plain ``transformers`` gives the same predictions;
+  ``id2label`` holds the user's label names; and (with the grid) the grid's run of the shipped recipe and seed, made
+  in another process, has the shipped model's test score;
 - on sentiment and similarity, the exhaustive grid over the levers fit searches (its :func:`search_space` for
   this model and data: 3 learning rates x 3 L x 3 numbers of updates = 27 cells), 3 seeds per cell, as one study
   per number of updates (each fits in a working session; a finished one is kept in report.json with its runs, so a
@@ -60,7 +64,7 @@ DATASETS = ("sentiment", "paraphrase", "similarity")
 GRID_DATASETS = ("sentiment", "similarity")
 HAND_LR = 1e-4
 """The hand-picked learning rate for MiniLM (docs/LOG.md 2026-11-26)."""
-PARTS = ("data", "train", "fit", "grid")
+PARTS = ("data", "train", "fit", "check", "grid")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -87,6 +91,14 @@ def _halve(rows: list[dict], key, rng: random.Random) -> tuple[list[dict], list[
     rng.shuffle(val)
     rng.shuffle(test)
     return val, test
+
+
+def _read(path: Path) -> list[dict]:
+    """The rows of a CSV (header) or JSONL file written by :func:`_write` or by ``stabletune predict``."""
+    with path.open(encoding="utf-8", newline="") as f:
+        if path.suffix == ".csv":
+            return list(csv.DictReader(f))
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def _write(path: Path, rows: list[dict]) -> None:
@@ -235,7 +247,8 @@ def _grid_summary(rungs: dict[str, dict], space, seeds: int, workers: int) -> di
         rs = [r for r in rungs[str(c.updates)]["runs"] if r["method"] == c.slug]
         vals = [floor if not _finite(r["best_val"]) or r["status"] not in ("finished", "diverged") else r["best_val"]
                 for r in rs]
-        cells[c.key] = {"mean_val": _mean(vals), "mean_test": _mean(r["test"] for r in rs),
+        cells[c.key] = {"slug": c.slug, "updates": c.updates, "mean_val": _mean(vals),
+                        "mean_test": _mean(r["test"] for r in rs),
                         "runs": len(rs), "wall_s": sum(r["wall_s"] or 0 for r in rs)}
     best = max(cells, key=lambda k: (cells[k]["mean_val"] if cells[k]["mean_val"] is not None else -math.inf))
     grid_wall = sum(r["wall_s_this_call"] if r.get("ran_this_call") == r["runs_expected"]
@@ -265,7 +278,80 @@ def fit_part(ds: dict, args, folder: Path, space) -> dict:
     return {"out": str(out), "wall_s_this_call": wall, "wall_s": record["timings"]["wall_s"],
             "budget_s": record["timings"]["budget_s"], "test": record["test"]["score"],
             "choice": record["choice"]["candidate"], "choice_mean_val": record["choice"]["mean_val"],
+            "shipped_seed": record["choice"]["shipped_seed"],
             "runs": record["timings"]["runs"], "trimmed": record["plan"]["trimmed"]}
+
+
+def check_part(ds: dict, args, folder: Path, fit: dict) -> dict:
+    """What a user can check with fit's output folder alone, on the test file:
+
+    - ``stabletune predict`` (a separate process) writes predictions; they are scored here with scikit-learn /
+      SciPy (not stabletune's metrics) and compared with the test score in ``fit.json`` (equal for
+      classification; within 1e-5 for a regression);
+    - plain ``transformers`` (``AutoModelForSequenceClassification`` + ``AutoTokenizer`` from the folder, one row at
+      a time, no stabletune code) gives the same labels, and probabilities / scores within 1e-5;
+    - ``config.id2label`` holds the user's label names (those of the test file's label column).
+    """
+    import subprocess
+
+    import numpy as np
+    import torch
+    from scipy.stats import spearmanr
+    from sklearn.metrics import accuracy_score, f1_score
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out_dir = Path(fit["out"])
+    record = json.loads((out_dir / "fit.json").read_text())
+    test_path = Path(ds["files"]["test"])
+    pred_path = folder / f"predict-{ds['name']}-test.csv"
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "stabletune", "predict", str(out_dir), "--input", str(test_path),
+                           "--output", str(pred_path), "--no-progress"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    if proc.returncode != 0:
+        raise RuntimeError(f"stabletune predict failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+    predict_s = time.perf_counter() - t0
+    gold_rows, pred_rows = _read(test_path), _read(pred_path)
+    assert len(gold_rows) == len(pred_rows), "predict must keep every input row"
+    label = ds["label_column"]
+    regression = record["data"]["task_type"] == "regression"
+    gold = [r[label] for r in gold_rows]
+    if regression:
+        pred = [float(r["prediction"]) for r in pred_rows]
+        score = float(spearmanr([float(g) for g in gold], pred).statistic)
+    else:
+        pred = [r["prediction"] for r in pred_rows]
+        metric = ds["metric"] or "acc"
+        score = (float(f1_score(gold, pred, pos_label=metric.split(":", 1)[1])) if metric.startswith("f1:")
+                 else float(accuracy_score(gold, pred)))
+    fit_score = record["test"]["score"]
+    tol = 1e-5 if regression else 1e-12
+
+    model = AutoModelForSequenceClassification.from_pretrained(out_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out_dir)
+    max_len = record["config"]["max_seq_length"]
+    id2label = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    same_labels, max_diff = 0, 0.0
+    with torch.inference_mode():
+        for g, p in zip(gold_rows, pred_rows):
+            enc = tokenizer(*[g[c] for c in ds["text_columns"]], truncation=True, max_length=max_len,
+                            return_tensors="pt")
+            logits = model(**enc).logits[0].float()
+            if regression:
+                max_diff = max(max_diff, abs(float(logits[0]) - float(p["prediction"])))
+                same_labels += 1
+            else:
+                probs = torch.softmax(logits, -1).numpy()
+                same_labels += id2label[int(np.argmax(probs))] == p["prediction"]
+                max_diff = max(max_diff, max(abs(float(probs[i]) - float(p[f"prob_{name}"]))
+                                             for i, name in enumerate(id2label)))
+    return {"predict_file": str(pred_path), "predict_s": predict_s, "rows": len(pred_rows),
+            "predict_score_independent": score, "fit_json_score": fit_score,
+            "predict_reproduces_fit_json": _same(score, fit_score, tol),
+            "hf_same_labels": same_labels, "hf_max_abs_diff": max_diff,
+            "hf_same_predictions": same_labels == len(pred_rows) and max_diff <= 1e-5,
+            "id2label": id2label,
+            "id2label_user_labels": None if regression else sorted(id2label) == sorted(set(gold))}
 
 
 def _metric_key(ds: dict) -> str:
@@ -276,6 +362,14 @@ def _metric_key(ds: dict) -> str:
 
 def _finite(v) -> bool:
     return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _same(a: float | None, b: float | None, tol: float) -> bool:
+    """Equal within ``tol``; two undefined scores (NaN: a constant predictor) are the same score."""
+    undefined = lambda v: v is None or (isinstance(v, float) and math.isnan(v))  # noqa: E731
+    if undefined(a) or undefined(b):
+        return undefined(a) and undefined(b)
+    return abs(a - b) <= tol
 
 
 def _mean(values) -> float | None:
@@ -300,11 +394,23 @@ def targets(res: dict) -> dict:
                                                                    if v is not None))
         if fit:
             t["fit_within_budget_plus_10pct"] = fit["wall_s"] <= 1.1 * fit["budget_s"]
+        check = r.get("check")
+        if check:
+            t["predict_reproduces_fit_json"] = check["predict_reproduces_fit_json"]
+            t["plain_transformers_same_predictions"] = check["hf_same_predictions"]
+            if check["id2label_user_labels"] is not None:
+                t["id2label_user_labels"] = check["id2label_user_labels"]
         if grid and not grid.get("complete"):
             t["grid_complete"] = False  # rungs still to run: no grid targets yet
         elif fit and grid:
             chosen = grid["cells"].get(fit["choice"], {}).get("mean_test")
             t["fit_choice_mean_test"] = chosen
+            cell = grid["cells"].get(fit["choice"]) or {}
+            twin = [x for x in ((grid["rungs"].get(str(cell.get("updates"))) or {}).get("runs") or [])
+                    if x["method"] == cell.get("slug") and x["seed"] == fit.get("shipped_seed")]
+            if twin:
+                # the grid ran the shipped model's config and seed again, in another process: the same test score
+                t["shipped_test_equals_grid_twin"] = _same(twin[0]["test"], fit["test"], 1e-5)
             t["fit_choice_within_1pt_of_grid_best"] = (chosen is not None and
                                                        grid["best_val_cell_mean_test"] - chosen <= scale)
             grid_wall = grid["wall_s"]  # per rung: measured when one call ran it all, else summed runs / workers
@@ -332,6 +438,13 @@ def markdown(res: dict) -> str:
             + (f"{grid['best_val_cell']} ({f(grid['best_val_cell_mean_test'])}), grid {t['grid_wall_s'] / 60:.0f} min"
                if grid and "grid_wall_s" in t else "-") + " | "
             + (f(t.get("fit_choice_mean_test")) if grid else "-") + " |")
+    checks = [(name, r["check"]) for name, r in res["datasets"].items() if r.get("check")]
+    if checks:
+        lines += ["", "| dataset | `predict` (separate process), scored by sklearn/scipy | fit.json test | "
+                      "plain transformers: same labels, max abs diff | id2label |", "|---|---|---|---|---|"]
+        for name, c in checks:
+            lines.append(f"| {name} | {f(c['predict_score_independent'])} | {f(c['fit_json_score'])} | "
+                         f"{c['hf_same_labels']}/{c['rows']}, {c['hf_max_abs_diff']:.1e} | {', '.join(c['id2label'])} |")
     lines += ["", "Targets: " + json.dumps(res["targets"], indent=1)]
     return "\n".join(lines) + "\n"
 
@@ -409,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
             r["fit"]["same_space_as_grid"] = (list(fit_space["lrs"]), list(fit_space["layers"]),
                                               list(fit_space["updates"])) == (list(space.lrs), list(space.layers),
                                                                               list(space.updates))
+        if "check" in parts and (r.get("fit") or {}).get("out") and (Path(r["fit"]["out"]) / "fit.json").exists():
+            r["check"] = check_part(ds, args, folder, r["fit"])
         if "grid" in parts and name in GRID_DATASETS:
             def save_grid(grid: dict, r: dict = r, name: str = name) -> None:
                 res["datasets"][name] = {**r, "grid": grid}

@@ -412,6 +412,14 @@ def test_bench_fit_tiny_smoke(tiny_model, tmp_path):
     assert {"fit_choice_within_1pt_of_grid_best", "budget_at_most_quarter_of_grid"} <= set(
         report["targets"]["sentiment"])
     assert (tmp_path / "report.md").read_text().startswith("# bench_fit")
+    # checks on the fit folders alone: predict in another process, plain transformers, label names, and the grid's
+    # twin of the shipped run (same config and seed, another process) has the same test score
+    for name, t in report["targets"].items():
+        assert t["predict_reproduces_fit_json"] and t["plain_transformers_same_predictions"], (name, t)
+        assert t.get("id2label_user_labels", True), (name, t)
+        if name != "paraphrase":
+            assert t["shipped_test_equals_grid_twin"], (name, t)
+    assert report["datasets"]["paraphrase"]["check"]["id2label"] == ["no", "yes"]
     # The grid is one study per number of updates; a finished rung lives on in report.json: on a machine without
     # its database (a fresh clone with the committed report.json) it is read back, not run again.
     grid = report["datasets"]["sentiment"]["grid"]
