@@ -97,6 +97,27 @@ def test_study_writes_one_tensorboard_run_per_run(tiny_model, tmp_path):
         assert [e.step for e in s["eval/acc"]] == [2, 4]
 
 
+def test_a_final_run_copied_from_a_search_run_gets_its_tensorboard_run(tiny_model, tmp_path):
+    """A final run equal to a search run (same candidate and seed) is copied, not recomputed: its TensorBoard
+    run is the search run's, under the final run's own name."""
+    text = STUDY.format(glue=glue_dir(), model=tiny_model, extra=", report_to: tensorboard")
+    text = text.replace("  standard: {}\n  bertadam: {optimizer: bertadam}\n",
+                        "  standard:\n    search: {lr: [1.0e-3, 3.0e-3]}\n    search_seeds: 1\n")
+    path = tmp_path / "tb.yaml"
+    path.write_text(text)
+    out = run_study(path, backend="inline", progress=False)
+    assert out.ok and out.copied == 1, out
+    root = tmp_path / "tb-tensorboard"
+    runs = sorted(p.parent.relative_to(root).as_posix() for p in root.rglob("events.out.tfevents.*"))
+    assert runs == ["standard/rte/s0", "standard/rte/s1", "standard/rte/search-lr=0.001/s0",
+                    "standard/rte/search-lr=0.003/s0"], runs
+    loss = lambda run: [(e.step, e.value) for e in scalars(root / run)["train/loss"]]  # noqa: E731
+    searched = [loss("standard/rte/search-lr=0.001/s0"), loss("standard/rte/search-lr=0.003/s0")]
+    assert loss("standard/rte/s0") in searched and searched[0] != searched[1]
+    # a resumed study does not copy it again
+    assert run_study(path, backend="inline", progress=False).ok
+
+
 def test_cli_refuses_a_bad_logging_dir_and_ensembles_before_any_work(tmp_path, capsys):
     from stabletune.cli import main
 

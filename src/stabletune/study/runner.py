@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -447,6 +448,8 @@ class _Driver:
             if (src is not None and statuses.get(r.run_id) not in RESULT_STATUSES
                     and statuses.get(src.run_id) in RESULT_STATUSES and self.store.copy_run(src.run_id, r)):
                 self.outcome.copied += 1
+                if r.config.report_to == "tensorboard":  # the copy is a run too: it gets the search run's logs
+                    _copy_tree(tensorboard_dir(src, self.store.path), tensorboard_dir(r, self.store.path))
         self.store.add_planned(runs)
         statuses = self.store.statuses()
         return sorted((r for r in runs if statuses.get(r.run_id) == "pending"), key=lambda r: r.order)
@@ -476,6 +479,13 @@ def tensorboard_dir(run: RunSpec, db: Path) -> Path:
     if run.phase == "search":
         parts.append("search-" + ",".join(f"{k}={v}" for k, v in sorted(run.candidate.items())))
     return root.joinpath(*parts, run.seeds.label())
+
+
+def _copy_tree(src: Path, dst: Path) -> None:
+    """Copy a folder unless it is missing or ``dst`` exists (a resumed study copied it already)."""
+    if src.is_dir() and not dst.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, dst)
 
 
 def _run_config(run: RunSpec, backend: Backend, db: Path | None = None) -> dict:
