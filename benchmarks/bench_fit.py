@@ -29,7 +29,8 @@ and reports, on each test file:
 - checks on fit's output folder alone (:func:`check_part`): ``stabletune predict`` in a separate process, scored
   with scikit-learn / SciPy, reproduces fit.json's test score; plain ``transformers`` gives the same predictions;
   ``id2label`` holds the user's label names; and (with the grid) the grid's run of the shipped recipe and seed, made
-  in another process, has the shipped model's test score;
+  in another process, has the shipped model's test score (classification; for a regression the difference is
+  reported: see :func:`targets`);
 - on sentiment and similarity, the exhaustive grid over the levers fit searches (its :func:`search_space` for
   this model and data: 3 learning rates x 3 L x 3 numbers of updates = 27 cells), 3 seeds per cell, as one study
   per number of updates (each fits in a working session; a finished one is kept in report.json with its runs, so a
@@ -408,9 +409,15 @@ def targets(res: dict) -> dict:
             cell = grid["cells"].get(fit["choice"]) or {}
             twin = [x for x in ((grid["rungs"].get(str(cell.get("updates"))) or {}).get("runs") or [])
                     if x["method"] == cell.get("slug") and x["seed"] == fit.get("shipped_seed")]
-            if twin:
-                # the grid ran the shipped model's config and seed again, in another process: the same test score
-                t["shipped_test_equals_grid_twin"] = _same(twin[0]["test"], fit["test"], 1e-5)
+            if twin and r["metric"] != "spearman":
+                # the grid ran the shipped model's config and seed again, in another process: the same labels, so
+                # the same test score
+                t["shipped_test_equals_grid_twin"] = _same(twin[0]["test"], fit["test"], 0.0)
+            elif twin and twin[0]["test"] is not None and fit["test"] is not None:
+                # a regression: reported, not a target. The run scores its test half with stabletune's unpadded
+                # encoder, predict (fit.json) with the Hugging Face one; their outputs differ by ~1e-7, which can
+                # swap the ranks of near-tied predictions and so move a Spearman correlation in the 5th decimal
+                t["shipped_test_minus_grid_twin"] = fit["test"] - twin[0]["test"]
             t["fit_choice_within_1pt_of_grid_best"] = (chosen is not None and
                                                        grid["best_val_cell_mean_test"] - chosen <= scale)
             grid_wall = grid["wall_s"]  # per rung: measured when one call ran it all, else summed runs / workers
