@@ -250,25 +250,46 @@ def test_fit_output_reloads_with_plain_transformers(fitted):
     assert [model.config.id2label[i] for i in logits.argmax(-1).tolist()] == ["yes", "no"]
 
 
-def test_budget_trims_the_plan_from_measured_run_costs(tiny_model, tmp_path):
-    """Runs that report 100 s (90 s of training for 9 updates): with a 400 s budget, after the first run the
-    estimate no longer fits, so the plan is trimmed in TRIMS order until it does; the chosen recipe still has
-    every seed."""
+def _fit_on_paper_clock(tiny_model, tmp_path, monkeypatch, budget: float):
+    """A fit whose runs report 100 s per 9 updates (10 s fixed + 10 s per update) on a clock that advances by
+    exactly what they report: the budget sees the time its estimates are about (no sleeps, no real timing)."""
+    import stabletune.fit as fit_module
     from stabletune.train import train
+
+    clock = [0.0]
+    monkeypatch.setattr(fit_module, "_now", lambda: clock[0])
 
     def slow_on_paper(cfg, out_dir=None, *, callback=None):
         res = train(cfg, out_dir, callback=callback)
         res.timings.update(wall_s=10.0 + 10.0 * cfg.max_steps, train_s=10.0 * cfg.max_steps)
+        clock[0] += res.timings["wall_s"]
         return res
 
     data = write_user_data(tmp_path / "data")
-    res = tiny_fit(tiny_model, data, tmp_path / "model", budget=400, run_fn=slow_on_paper)
-    record = res.record
-    assert record["plan"]["trimmed"] == ["no second longer rung", "no combination screen", "one recipe confirmed",
-                                         "learning rates screened at one L only", "no longer training"]
-    ran = {(c["lr"], c["layers"], c["updates"]): c["seeds_run"] for c in record["candidates"]}
-    assert set(ran) == {(3e-3, 1, 9), (1e-2, 1, 9)} and sorted(ran.values()) == [1, 3]
+    res = tiny_fit(tiny_model, data, tmp_path / "model", budget=budget, run_fn=slow_on_paper)
+    ran = {(c["lr"], c["layers"], c["updates"]): c["seeds_run"] for c in res.record["candidates"]}
+    return res.record, ran, clock[0]
+
+
+def test_budget_trims_the_plan_from_measured_run_costs(tiny_model, tmp_path, monkeypatch):
+    """With a 400 s budget, after the first run (100 s) the plan no longer fits: it is trimmed in TRIMS order down
+    to the smallest plan (one recipe, every seed), which ends within the budget."""
+    record, ran, end = _fit_on_paper_clock(tiny_model, tmp_path, monkeypatch, 400)
+    assert ran == {(3e-3, 1, 9): 3} and record["choice"]["seeds"] == 3
+    assert {"no longer training", "smaller screen"} <= set(record["plan"]["trimmed"])
+    assert end == 300.0 <= 400
+
+
+def test_budget_undoes_a_trim_the_plan_has_room_for_again(tiny_model, tmp_path, monkeypatch):
+    """With 640 s, the greedy trims go down to "no longer training" (570 s of 18-update runs), which frees enough
+    for screening the other L again: that earlier trim is undone, the fit screens both L values, and it still ends
+    within the budget. Without the undo it would screen the anchor L only and stop at ~300 s."""
+    record, ran, end = _fit_on_paper_clock(tiny_model, tmp_path, monkeypatch, 640)
+    trimmed = record["plan"]["trimmed"]
+    assert "no longer training" in trimmed and "learning rates screened at one L only" not in trimmed, trimmed
+    assert {layers for (_, layers, _) in ran} == {0, 1} and all(u == 9 for (_, _, u) in ran)
     assert record["choice"]["seeds"] == 3
+    assert 400 < end <= 640, end
 
 
 def test_finished_fit_is_not_redone_without_overwrite(fitted, tiny_model):

@@ -62,6 +62,11 @@ SPENT_FILE = "spent.json"
 """In ``OUT/search/``: the budget seconds spent by the calls so far, updated after each stored run."""
 
 
+def _now() -> float:
+    """The clock of the budget (a function of its own so that tests can drive it)."""
+    return time.monotonic()
+
+
 def _read_spent(search_dir: Path) -> float:
     """Budget seconds spent by earlier calls of a resumed fit (0 for a new fit)."""
     try:
@@ -428,7 +433,7 @@ class Budget:
                  spent_file: Path | None = None):
         self.seconds, self.workers = float(seconds), max(1, workers)
         self.earlier = float(earlier)  # spent by the earlier calls of a resumed fit
-        self.start = (time.monotonic() if start is None else start) - self.earlier
+        self.start = (_now() if start is None else start) - self.earlier
         self.spent_file = spent_file
         self.fixed: list[float] = []
         self.per_update: list[float] = []
@@ -437,7 +442,7 @@ class Budget:
 
     def elapsed(self) -> float:
         """Seconds of the budget spent: this call's, plus the earlier calls' of a resumed fit."""
-        return time.monotonic() - self.start
+        return _now() - self.start
 
     def save_spent(self) -> None:
         """Record the budget spent so far (after each stored run), for a later call that resumes this fit."""
@@ -585,7 +590,7 @@ def fit(*, out: str | os.PathLike, train_file: str | None = None, dev_file: str 
     Raises:
         ConfigError, DataError: bad options or input (before anything is trained).
     """
-    t0 = time.monotonic()
+    t0 = _now()
     if seeds < 3:
         raise ConfigError(f"invalid option --seeds: fit judges every recipe by at least 3 seeds, got {seeds}")
     if not budget or budget <= 0:
@@ -647,7 +652,7 @@ def fit(*, out: str | os.PathLike, train_file: str | None = None, dev_file: str 
         if view.choice is None:
             raise UserError("fit: no recipe finished with every seed (every run failed?); see "
                             f"{search_dir / 'fit.db'} (stabletune study export)")
-        t_search = time.monotonic() - t0
+        t_search = _now() - t0
         result = _finalize(out_dir, view, planner=planner, search=search, spec=spec, base=base, base_cfg=base_cfg,
                            space=space, seeds=seed_list, test_file=test_file, budget=budget_, t_search=t_search,
                            depth=depth, hidden=hidden, val_baseline=majority_baselines_of(splits, spec))
@@ -725,6 +730,7 @@ class _Search:
         self.ran = 0
         self.failures = 0
         self.display = _Progress(progress, budget)
+        self.undo: dict[str, dict[str, Any]] = {}  # per trim taken: the limits it lowered, with their old values
         self.user_error: str | None = None
         if self.limits.screen is None:
             self.limits.screen = len(planner.screen_list())
@@ -821,14 +827,41 @@ class _Search:
             return view
         n_lrs = len(self.planner.space.lrs)
         while not self._fits(view):
+            before = asdict(self.limits)
             name = next((name for name, trim in TRIMS if trim(self.limits, n_lrs)), None)
             if name is None:
                 break  # the smallest plan: one recipe with every seed; it runs even past the budget
             if name not in self.budget.trimmed:
                 self.budget.trimmed.append(name)
                 self.display.line(f"budget: {name}")
+            self.undo.setdefault(name, {k: v for k, v in before.items() if getattr(self.limits, k) != v})
             view = self.planner.plan(self.results, started, self.limits)
+        return self._restore(view, started)
+
+    def _restore(self, view: PlanView, started: set) -> PlanView:
+        """Undo trims the plan has room for again, the most valuable first. Trims are taken greedily in
+        :data:`TRIMS` order, so the one that makes the plan fit (e.g. no longer training, which frees a lot) can
+        leave room for an earlier, cheaper one (e.g. screening the other L), and runs can come in under their
+        estimate: without this a fit may end with much of its budget unused."""
+        for name, _ in reversed(TRIMS):
+            if name not in self.budget.trimmed:
+                continue
+            values = self.undo.get(name, {})
+            trial = replace(self.limits, **values)
+            trial_view = self.planner.plan(self.results, started, trial)
+            if not self.budget.fits(*self._work_left(trial_view)):
+                continue
+            for k, v in values.items():
+                setattr(self.limits, k, v)
+            self.budget.trimmed.remove(name)
+            if self._planned(trial_view) != self._planned(view):
+                self.display.line(f"budget: room again, undone: {name}")
+            view = trial_view
         return view
+
+    def _planned(self, view: PlanView) -> int:
+        """Runs the plan still needs (certain ones and placeholders), for telling whether an undo changes it."""
+        return len(view.needed) + sum(len(stage) for stage in view.stages)
 
     def _fits(self, view: PlanView) -> bool:
         return self.budget.fits(*self._work_left(view))
@@ -841,13 +874,13 @@ class _Search:
         config.update(out=str(self.folder_of(run)), overwrite=True, save_model=True, progress=False)
         if config.get("threads") is None and self.backend.name in ("local", "ray"):
             config["threads"] = self.backend.threads
-        self.in_flight[spec.run_id] = (run, time.monotonic())
+        self.in_flight[spec.run_id] = (run, _now())
         self.backend.submit({"run_id": spec.run_id, "config": config, "kill": None})
 
     def _live(self, msg: tuple) -> None:
         run_id, step, total, _score = msg
         if run_id in self.in_flight:
-            self.budget.observe_live(run_id, step, total, time.monotonic() - self.in_flight[run_id][1])
+            self.budget.observe_live(run_id, step, total, _now() - self.in_flight[run_id][1])
 
     def _handle(self, out: dict) -> None:
         run_id = out["run_id"]
@@ -884,7 +917,7 @@ class _Search:
         self.display.update(done, total, view.stage, best, eta)
 
     def _work_left(self, view: PlanView) -> tuple[list[float], list[list[int]]]:
-        now = time.monotonic()
+        now = _now()
         in_flight = [max(1.0, (self.budget.cost(run[0].updates) or 0.0) - (now - t))
                      for run, t in self.in_flight.values()]
         stages = [[(x if isinstance(x, int) else x[0].updates) for x in st
@@ -918,7 +951,7 @@ def _finalize(out_dir: Path, view: PlanView, *, planner: FitPlanner, search: _Se
               t_search: float, depth: int, hidden: int, val_baseline: float | None) -> FitResult:
     """Copy the chosen model into ``out_dir``, score the test file with it, write the card, figure and fit.json
     (last: its presence marks a finished fit)."""
-    t0 = time.monotonic()
+    t0 = _now()
     choice = view.choice
     best_seed = max(sorted(choice.seeds), key=lambda s: (planner._score(choice.seeds[s]), -s))
     chosen_run = (choice.candidate, best_seed)
@@ -996,7 +1029,7 @@ def _finalize(out_dir: Path, view: PlanView, *, planner: FitPlanner, search: _Se
     }
     figure = _write_figure(out_dir / "fit.png", candidates, spec.metric)
     record["figure"] = figure
-    record["timings"]["finalize_s"] = time.monotonic() - t0
+    record["timings"]["finalize_s"] = _now() - t0
     record["timings"]["wall_s_this_call"] = t_search + record["timings"]["finalize_s"]
     record["timings"]["wall_s"] = budget.earlier + record["timings"]["wall_s_this_call"]  # what the budget bounds
     _write_text(out_dir / "README.md", model_card(record))
