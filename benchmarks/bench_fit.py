@@ -452,8 +452,48 @@ def markdown(res: dict) -> str:
         for name, c in checks:
             lines.append(f"| {name} | {f(c['predict_score_independent'])} | {f(c['fit_json_score'])} | "
                          f"{c['hf_same_labels']}/{c['rows']}, {c['hf_max_abs_diff']:.1e} | {', '.join(c['id2label'])} |")
+    for name, r in res["datasets"].items():
+        if r.get("grid"):
+            lines += ["", *grid_table(name, r["grid"], (r.get("fit") or {}).get("choice"))]
     lines += ["", "Targets: " + json.dumps(res["targets"], indent=1)]
     return "\n".join(lines) + "\n"
+
+
+def grid_table(name: str, grid: dict, fit_choice: str | None) -> list[str]:
+    """Every grid cell of ``name`` run so far: mean ± std (ddof=1) over its seeds of the best validation score (a
+    failed or NaN seed counted as fit counts it) and of the test score, and the summed wall time of its runs."""
+    from statistics import stdev
+
+    from stabletune.metrics import NAN_SCORE
+
+    def ms(vals: list) -> str:
+        v = [x for x in vals if _finite(x)]
+        if not v:
+            return "-"
+        return f"{sum(v) / len(v):.4f} ± {stdev(v):.4f}" if len(v) > 1 else f"{v[0]:.4f}"
+
+    g = grid["grid"]
+    def state(u: int) -> str:
+        rung = grid["rungs"].get(str(u))
+        return "not run" if rung is None else "complete" if rung.get("complete") else "incomplete"
+
+    rungs = ", ".join(f"{u} updates {state(u)}" for u in g["updates"])
+    out = [f"Grid, {name}: lr {g['lrs']} × L {g['layers']} × updates {g['updates']}, {g['seeds']} seeds per cell "
+           f"({rungs}; wall {grid['wall_s'] / 60:.1f} min so far). **best validation**, *fit's recipe*.", "",
+           "| lr | L | updates | validation (mean ± std) | test (mean ± std) | runs | run time (min, summed) |",
+           "|---|---|---|---|---|---|---|"]
+    def lever(key: str) -> tuple[str, str]:  # "lr=0.0002 L=1 updates=96" -> ("0.0002", "1")
+        return tuple(part.split("=")[1] for part in key.split()[:2])
+
+    for key, c in sorted(grid["cells"].items(), key=lambda kv: (kv[1]["updates"], *map(float, lever(kv[0])))):
+        runs = [x for x in grid["rungs"][str(c["updates"])]["runs"] if x["method"] == c["slug"]]
+        vals = [x["best_val"] if _finite(x["best_val"]) and x["status"] in ("finished", "diverged") else NAN_SCORE
+                for x in runs]
+        lr, layers = lever(key)
+        mark = "**" if key == grid["best_val_cell"] else ("*" if key == fit_choice else "")
+        out.append(f"| {mark}{lr}{mark} | {layers} | {c['updates']} | {ms(vals)} | {ms([x['test'] for x in runs])} | "
+                   f"{len(runs)} | {c['wall_s'] / 60:.1f} |")
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
