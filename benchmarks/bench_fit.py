@@ -479,7 +479,7 @@ def grid_table(name: str, grid: dict, fit_choice: str | None) -> list[str]:
 
     rungs = ", ".join(f"{u} updates {state(u)}" for u in g["updates"])
     out = [f"Grid, {name}: lr {g['lrs']} × L {g['layers']} × updates {g['updates']}, {g['seeds']} seeds per cell "
-           f"({rungs}; wall {grid['wall_s'] / 60:.1f} min so far). **best validation**, *fit's recipe*.", "",
+           f"({rungs}; wall {grid['wall_s'] / 60:.1f} min{'' if grid['complete'] else ' so far'}). **best validation**, *fit's recipe*.", "",
            "| lr | L | updates | validation (mean ± std) | test (mean ± std) | runs | run time (min, summed) |",
            "|---|---|---|---|---|---|---|"]
     def lever(key: str) -> tuple[str, str]:  # "lr=0.0002 L=1 updates=96" -> ("0.0002", "1")
