@@ -564,7 +564,10 @@ def main(argv: list[str] | None = None) -> int:
         if "train" in parts:
             r["train"] = train_part(ds, args, folder)
         if "fit" in parts:
-            r["fit"] = fit_part(ds, args, folder, space)
+            fit_rec = fit_part(ds, args, folder, space)
+            if fit_rec["wall_s_this_call"] is None and (r.get("fit") or {}).get("out") == fit_rec["out"]:
+                fit_rec["wall_s_this_call"] = r["fit"].get("wall_s_this_call")  # read back, not rerun: keep its time
+            r["fit"] = fit_rec
             fit_space = json.loads((Path(r["fit"]["out"]) / "fit.json").read_text())["space"]
             r["fit"]["same_space_as_grid"] = (list(fit_space["lrs"]), list(fit_space["layers"]),
                                               list(fit_space["updates"])) == (list(space.lrs), list(space.layers),
