@@ -467,3 +467,27 @@ def test_bench_fit_tiny_smoke(tiny_model, tmp_path):
     full = bench.grid_part(ds, args, tmp_path / "sentiment", space, save=saved.append)
     assert len(saved) == 1 and set(saved[0]["rungs"]) == {"9"} and not saved[0]["complete"]
     assert set(saved[0]["cells"]) == {k for k in full["cells"] if k.endswith("updates=9")} and full["complete"]
+
+
+def test_bench_fit_grid_table_marks_cells_and_counts_failed_seeds():
+    """report.md's grid table: one row per cell in (updates, lr, L) order, mean ± std over seeds with a failed /
+    NaN seed counted as fit counts it (0), the best-validation cell in bold and fit's recipe in italics."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_fit", ROOT / "benchmarks" / "bench_fit.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    space = SearchSpace(lrs=(1e-4, 2e-5), layers=(0,), updates=(9, 18), anchor_lr=1e-4, anchor_layers=0)
+    runs = {u: [{"method": c.slug, "seed": s, "status": "finished", "best_val": v, "test": v - 0.1, "wall_s": 60.0}
+                for c in space.grid() if c.updates == u
+                for s, v in enumerate([0.5, 0.7] if c.lr == 1e-4 else [0.9, math.nan])]
+            for u in (9,)}
+    rungs = {"9": {"runs": runs[9], "complete": True, "wall_s_this_call": 240.0, "ran_this_call": 4,
+                   "runs_expected": 4}}
+    grid = bench._grid_summary(rungs, space, 2, 2)
+    assert not grid["complete"] and grid["best_val_cell"] == "lr=0.0001 L=0 updates=9"
+    lines = bench.grid_table("toy", grid, fit_choice="lr=2e-05 L=0 updates=9")
+    assert "9 updates complete, 18 updates not run; wall 4.0 min so far" in lines[0]
+    rows = lines[4:]
+    assert rows == ["| *2e-05* | 0 | 9 | 0.4500 ± 0.6364 | 0.8000 | 2 | 2.0 |",  # NaN seed counted as 0
+                    "| **0.0001** | 0 | 9 | 0.6000 ± 0.1414 | 0.5000 ± 0.1414 | 2 | 2.0 |"]
