@@ -238,17 +238,12 @@ def grid_part(ds: dict, args, folder: Path, space, previous: dict | None = None,
 def _grid_summary(rungs: dict[str, dict], space, seeds: int, workers: int) -> dict:
     """The grid's cells (mean validation and test over seeds) from the rungs run so far; ``complete`` when every
     rung of ``space`` has all its runs."""
-    from stabletune.metrics import NAN_SCORE  # a failed/NaN seed counts as fit counts it (the one NaN rule)
-
-    floor = NAN_SCORE
     cells = {}
     for c in space.grid():
         if str(c.updates) not in rungs:
             continue
         rs = [r for r in rungs[str(c.updates)]["runs"] if r["method"] == c.slug]
-        vals = [floor if not _finite(r["best_val"]) or r["status"] not in ("finished", "diverged") else r["best_val"]
-                for r in rs]
-        cells[c.key] = {"slug": c.slug, "updates": c.updates, "mean_val": _mean(vals),
+        cells[c.key] = {"slug": c.slug, "updates": c.updates, "mean_val": _mean(_seed_vals(rs)),
                         "mean_test": _mean(r["test"] for r in rs),
                         "runs": len(rs), "wall_s": sum(r["wall_s"] or 0 for r in rs)}
     best = max(cells, key=lambda k: (cells[k]["mean_val"] if cells[k]["mean_val"] is not None else -math.inf))
@@ -258,6 +253,14 @@ def _grid_summary(rungs: dict[str, dict], space, seeds: int, workers: int) -> di
             "complete": len(rungs) == len(space.updates) and all(r["complete"] for r in rungs.values()),
             "wall_s": grid_wall, "rungs": dict(rungs),
             "grid": {"lrs": space.lrs, "layers": space.layers, "updates": space.updates, "seeds": seeds}}
+
+
+def _seed_vals(runs: list[dict]) -> list[float]:
+    """A cell's best validation score per seed, a failed or NaN seed counted as fit counts it (the one NaN rule)."""
+    from stabletune.metrics import NAN_SCORE
+
+    return [r["best_val"] if _finite(r["best_val"]) and r["status"] in ("finished", "diverged") else NAN_SCORE
+            for r in runs]
 
 
 def fit_part(ds: dict, args, folder: Path, space) -> dict:
@@ -464,8 +467,6 @@ def grid_table(name: str, grid: dict, fit_choice: str | None) -> list[str]:
     failed or NaN seed counted as fit counts it) and of the test score, and the summed wall time of its runs."""
     from statistics import stdev
 
-    from stabletune.metrics import NAN_SCORE
-
     def ms(vals: list) -> str:
         v = [x for x in vals if _finite(x)]
         if not v:
@@ -479,7 +480,8 @@ def grid_table(name: str, grid: dict, fit_choice: str | None) -> list[str]:
 
     rungs = ", ".join(f"{u} updates {state(u)}" for u in g["updates"])
     out = [f"Grid, {name}: lr {g['lrs']} × L {g['layers']} × updates {g['updates']}, {g['seeds']} seeds per cell "
-           f"({rungs}; wall {grid['wall_s'] / 60:.1f} min{'' if grid['complete'] else ' so far'}). **best validation**, *fit's recipe*.", "",
+           f"({rungs}; wall {grid['wall_s'] / 60:.1f} min{'' if grid['complete'] else ' so far'}). "
+           "**best validation**, *fit's recipe*.", "",
            "| lr | L | updates | validation (mean ± std) | test (mean ± std) | runs | run time (min, summed) |",
            "|---|---|---|---|---|---|---|"]
     def lever(key: str) -> tuple[str, str]:  # "lr=0.0002 L=1 updates=96" -> ("0.0002", "1")
@@ -487,8 +489,7 @@ def grid_table(name: str, grid: dict, fit_choice: str | None) -> list[str]:
 
     for key, c in sorted(grid["cells"].items(), key=lambda kv: (kv[1]["updates"], *map(float, lever(kv[0])))):
         runs = [x for x in grid["rungs"][str(c["updates"])]["runs"] if x["method"] == c["slug"]]
-        vals = [x["best_val"] if _finite(x["best_val"]) and x["status"] in ("finished", "diverged") else NAN_SCORE
-                for x in runs]
+        vals = _seed_vals(runs)
         lr, layers = lever(key)
         mark = "**" if key == grid["best_val_cell"] else ("*" if key == fit_choice else "")
         out.append(f"| {mark}{lr}{mark} | {layers} | {c['updates']} | {ms(vals)} | {ms([x['test'] for x in runs])} | "
