@@ -230,6 +230,10 @@ def grid_part(ds: dict, args, folder: Path, space, previous: dict | None = None,
         # a rung's wall time is measured when one call ran all of it; otherwise its runs' summed time / workers
         rungs[str(updates)] = {"runs": runs, "complete": complete, "wall_s_this_call": wall,
                                "ran_this_call": outcome.ran, "runs_expected": seeds * len(cands)}
+        if outcome.ran == 0 and old and old.get("complete") and complete:
+            # read back from its database, not rerun: keep the time measured by the call that ran it
+            rungs[str(updates)].update(wall_s_this_call=old.get("wall_s_this_call"),
+                                       ran_this_call=old.get("ran_this_call"))
         if save is not None and updates != space.updates[-1]:
             save(_grid_summary(rungs, space, seeds, args.resolved_workers))
     return _grid_summary(rungs, space, seeds, args.resolved_workers)

@@ -454,6 +454,12 @@ def test_bench_fit_tiny_smoke(tiny_model, tmp_path):
     again = json.loads((tmp_path / "report.json").read_text())
     assert not any(d.exists() for d in dbs) and again["datasets"]["sentiment"]["grid"]["cells"] == grid["cells"]
     assert again["datasets"]["similarity"] == report["datasets"]["similarity"]  # not rerun, not lost
+    # A rung read back from its database (nothing left to run) keeps the wall time measured by the call that ran it
+    assert bench.main(["--tiny", "--model", str(tiny_model), "--glue", str(glue_dir()), "--out", str(tmp_path),
+                       "--no-progress", "--parts", "grid", "--datasets", "similarity"]) == 0
+    sim = json.loads((tmp_path / "report.json").read_text())["datasets"]["similarity"]["grid"]
+    assert all(r["ran_this_call"] == r["runs_expected"] for r in sim["rungs"].values())
+    assert sim["wall_s"] == report["datasets"]["similarity"]["grid"]["wall_s"]
     # After each rung but the last, the grid so far is handed to `save` (report.json), marked incomplete
     from argparse import Namespace
 
@@ -491,3 +497,41 @@ def test_bench_fit_grid_table_marks_cells_and_counts_failed_seeds():
     rows = lines[4:]
     assert rows == ["| *2e-05* | 0 | 9 | 0.4500 ± 0.6364 | 0.8000 | 2 | 2.0 |",  # NaN seed counted as 0
                     "| **0.0001** | 0 | 9 | 0.6000 ± 0.1414 | 0.5000 ± 0.1414 | 2 | 2.0 |"]
+
+
+def test_replay_fit_follows_the_plan_and_the_budget_on_stored_grid_runs():
+    """benchmarks/replay_fit.py drives fit's own search loop on a grid's stored runs (simulated clock): with room
+    for everything it makes exactly the untrimmed plan's runs and chooses the planner's choice; with a small budget
+    it trims and ends near the budget; a run the grid lacks is reported, not invented."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("replay_fit", ROOT / "benchmarks" / "replay_fit.py")
+    replay = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(replay)
+    space = SearchSpace(lrs=(1e-4, 2e-4, 4e-4), layers=(0, 1), updates=(10, 20), anchor_lr=2e-4, anchor_layers=1)
+    # validation rises with lr and with updates, seed 0 luckiest; 10-update runs take 60 s, 20-update ones 100 s
+    score = {c.key: 0.5 + 100 * c.lr + (0.05 if c.updates == 20 else 0) + 0.01 * c.layers for c in space.grid()}
+    runs = {str(u): {"runs": [{"method": c.slug, "seed": s, "status": "finished", "best_val": score[c.key] - 0.01 * s,
+                               "test": score[c.key], "wall_s": 20.0 + 4.0 * u}
+                              for c in space.grid() if c.updates == u for s in range(3)]} for u in (10, 20)}
+    cells = {c.key: {"mean_test": score[c.key]} for c in space.grid()}
+    best = max(cells, key=lambda k: score[k])
+    grid = {"grid": space.to_dict(), "rungs": runs, "cells": cells, "best_val_cell": best,
+            "best_val_cell_mean_test": score[best]}
+    grid["grid"] = {k: list(v) for k, v in grid["grid"].items() if k in ("lrs", "layers", "updates")}
+
+    # the planner alone, every needed run answered at once: the untrimmed plan
+    planner = FitPlanner(space, [0, 1, 2], 0.0)
+    results: dict = {}
+    while not (view := planner.plan(results, set(results), Limits())).finished:
+        for c, s in view.needed:
+            results[(c, s)] = SeedResult("finished", score[c.key] - 0.01 * s, False)
+    big = replay.replay(grid, space, "acc", 3600.0, Limits())
+    assert big["runs"] == len(results) and not big["trimmed"]
+    assert big["choice"] == view.choice.candidate.key == "lr=0.0004 L=1 updates=20"
+    assert big["gap"] == pytest.approx(0.0)
+    small = replay.replay(grid, space, "acc", 300.0, Limits())
+    assert small["trimmed"] and small["runs"] < big["runs"] and small["wall_s"] <= 300.0 * 1.1
+    del grid["rungs"]["20"]
+    with pytest.raises(replay.MissingRun, match="updates=20"):
+        replay.replay(grid, space, "acc", 3600.0, Limits())
