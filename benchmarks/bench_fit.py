@@ -284,7 +284,8 @@ def fit_part(ds: dict, args, folder: Path, space) -> dict:
         wall = None
     record = json.loads((out / "fit.json").read_text())
     return {"out": str(out), "wall_s_this_call": wall, "wall_s": record["timings"]["wall_s"],
-            "budget_s": record["timings"]["budget_s"], "test": record["test"]["score"],
+            "budget_s": record["timings"]["budget_s"], "budget": record["timings"].get("budget", "set"),
+            "grid_estimate_s": record["timings"].get("grid_estimate_s"), "test": record["test"]["score"],
             "choice": record["choice"]["candidate"], "choice_mean_val": record["choice"]["mean_val"],
             "shipped_seed": record["choice"]["shipped_seed"],
             "runs": record["timings"]["runs"], "trimmed": record["plan"]["trimmed"]}

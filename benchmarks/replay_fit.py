@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """What would `stabletune fit` choose with another budget or plan? Replayed on the exhaustive grids' runs.
 
-    python benchmarks/replay_fit.py                              # budgets 10-60 min, sentiment and similarity
-    python benchmarks/replay_fit.py --budgets 20,40 --lengthen 2 # another plan: lengthen the 2 best recipes
+    python benchmarks/replay_fit.py                     # fit's automatic budget, then 10-60 min; both grids
+    python benchmarks/replay_fit.py --budgets auto,20,40
 
 ``benchmarks/bench_fit.py`` runs, on sentiment and similarity, every cell of fit's grid with fit's seeds, and a
 grid run is the run fit makes for that recipe and seed (same configuration and seed: the same scores to every
@@ -115,9 +115,10 @@ def fixed_part(runs: list[dict], updates: list[int]) -> float:
     return max(0.0, my - slope * mx)
 
 
-def replay(grid: dict, space: SearchSpace, metric: str, budget_s: float, limits: Limits,
+def replay(grid: dict, space: SearchSpace, metric: str, budget_s: float | None, limits: Limits,
            workers: int = 2) -> dict:
-    """fit's search (``space``: fit's for this model and data) on the grid's runs with ``budget_s`` seconds."""
+    """fit's search (``space``: fit's for this model and data) on the grid's runs with ``budget_s`` seconds
+    (None: fit's automatic budget)."""
     g = grid["grid"]
     if (list(space.lrs), list(space.layers), list(space.updates)) != (g["lrs"], g["layers"], g["updates"]):
         raise SystemExit(f"fit's grid for this model and data {space.to_dict()} is not the benchmark's {g}")
@@ -133,7 +134,7 @@ def replay(grid: dict, space: SearchSpace, metric: str, budget_s: float, limits:
     fitmod._now = clock  # the budget reads the simulated clock
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            budget = Budget(budget_s, workers, start=0.0)
+            budget = Budget(budget_s, workers, start=0.0, grid=[c.updates for c in space.grid() for _ in range(3)])
             with Store.open(Path(tmp) / "fit.db", create=True) as store:
                 search = _Search(planner=FitPlanner(space, [0, 1, 2], NAN_SCORE), store=store, backend=backend,
                                  budget=budget, limits=limits, base_cfg=make_config({"model": "minilm-l6", "task": "sst2"}),
@@ -145,6 +146,7 @@ def replay(grid: dict, space: SearchSpace, metric: str, budget_s: float, limits:
     choice = view.choice
     cell = grid["cells"][choice.candidate.key]
     return {"runs": len(search.results), "wall_s": clock.t, "trimmed": list(budget.trimmed),
+            "budget_s": budget.resolve(), "grid_estimate_s": budget.grid_estimate,
             "choice": choice.candidate.key, "val": choice.mean, "test": cell["mean_test"],
             "gap": grid["best_val_cell_mean_test"] - cell["mean_test"]}
 
@@ -153,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--report", default=str(ROOT / "benchmarks" / "results" / "fit" / "report.json"))
     p.add_argument("--datasets", default="sentiment,similarity")
-    p.add_argument("--budgets", default="10,15,20,25,30,40,50,60", help="minutes, comma-separated")
-    p.add_argument("--lengthen", type=int, default=None, help="recipes trained longer (default: fit's)")
+    p.add_argument("--budgets", default="auto,10,15,20,25,30,40,50,60",
+                   help="minutes or auto (fit's default), comma-separated")
     args = p.parse_args(argv)
     report = json.loads(Path(args.report).read_text())
     for name in args.datasets.split(","):
@@ -170,14 +172,16 @@ def main(argv: list[str] | None = None) -> int:
               f"(mean test {grid['best_val_cell_mean_test']:.4f})")
         print("| budget | runs | wall (sim.) | trimmed | choice | mean val | mean test | best cell - choice |")
         print("|---:|---:|---:|---|---|---:|---:|---:|")
-        for minutes in [float(x) for x in args.budgets.split(",")]:
-            limits = Limits() if args.lengthen is None else Limits(lengthen=args.lengthen)
+        for text in args.budgets.split(","):
+            seconds = None if text.strip() == "auto" else float(text) * 60
             try:
-                r = replay(grid, space, metric, minutes * 60, limits)
+                r = replay(grid, space, metric, seconds, Limits())
             except MissingRun as e:  # a grid still running: budgets whose plan stays within its finished rungs
-                print(f"| {minutes:g} min | fit would run {e}, not in the grid yet | | | | | | |")
+                print(f"| {text} | fit would run {e}, not in the grid yet | | | | | | |")
                 continue
-            print(f"| {minutes:g} min | {r['runs']} | {r['wall_s'] / 60:.1f} min | {', '.join(r['trimmed']) or '-'} "
+            label = (f"auto: {r['budget_s'] / 60:.1f} min (grid est. {r['grid_estimate_s'] / 60:.0f})"
+                     if seconds is None else f"{text} min")
+            print(f"| {label} | {r['runs']} | {r['wall_s'] / 60:.1f} min | {', '.join(r['trimmed']) or '-'} "
                   f"| {r['choice']} | {r['val']:.4f} | {r['test']:.4f} | {r['gap']:+.4f} |")
     return 0
 

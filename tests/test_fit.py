@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,7 @@ def test_grid_adapts_to_depth_width_and_data_size():
 def test_parse_budget():
     assert parse_budget("900") == 900 and parse_budget("90s") == 90 and parse_budget("20m") == 1200
     assert parse_budget("1.5h") == 5400 and parse_budget(60) == 60
+    assert parse_budget("auto") is None and parse_budget(" AUTO ") is None and parse_budget(None) is None
     for bad in ("soon", "-5m", "0", "nanm"):
         with pytest.raises(ConfigError, match="--budget"):
             parse_budget(bad)
@@ -87,19 +89,29 @@ def test_plan_screens_then_confirms_then_lengthens_while_it_helps():
     # learning rates at the anchor L (anchor first), the other L at the anchor lr, then the best combination
     assert screen == [Candidate(2e-4, 1, 96), Candidate(4e-4, 1, 96), Candidate(1e-4, 1, 96),
                       Candidate(2e-4, 0, 96), Candidate(2e-4, 2, 96), Candidate(4e-4, 2, 96)]
-    confirmed = {c for c, s in order if s > 0 and c.updates == 96}
-    assert confirmed == {Candidate(4e-4, 2, 96), Candidate(4e-4, 1, 96)}  # top 2 of the screen get every seed
-    longer = [c for c, s in order if c.updates > 96]
-    assert set(longer) == {Candidate(4e-4, 2, 200), Candidate(4e-4, 2, 400)}  # 400 tried since 200 helped
+    assert not any(s > 0 and c.updates == 96 for c, s in order)  # three epochs only triage (one seed)
+    confirmed = {c for c, s in order if c.updates == 200}
+    # the top 2 of the screen get every seed on longer training (Section 6)
+    assert confirmed == {Candidate(4e-4, 2, 200), Candidate(4e-4, 1, 200)}
+    assert {s for c, s in order if c.updates == 200} == {0, 1, 2}
+    assert {c for c, s in order if c.updates == 400} == {Candidate(4e-4, 2, 400)}  # the best climbs on
     assert view.choice.candidate == Candidate(4e-4, 2, 200)  # 400 did not beat 200
     assert view.choice.complete and len(view.choice.seeds) == 3
-    assert len(order) == 6 + 4 + 6
+    assert len(order) == 6 + 6 + 3
 
 
 def test_plan_stops_lengthening_when_longer_does_not_help():
-    order, view = simulate(lambda c, s: 0.8 - (0.02 if c.updates > 96 else 0) + 0.001 * s)
-    assert {c.updates for c, _ in order} == {96, 200}  # 400 never tried
-    assert view.choice.candidate.updates == 96
+    # a ladder of 4 rungs, 2 of them allowed beyond the confirmation rung: 400 does not beat 200, so 800 is never
+    # tried
+    space = SearchSpace(lrs=(1e-4, 2e-4, 4e-4), layers=(0, 1, 2), updates=(96, 200, 400, 800), anchor_lr=2e-4,
+                        anchor_layers=1)
+    order, view = simulate(lambda c, s: 0.8 - 0.0001 * c.updates + 0.001 * s, space=space,
+                           limits=Limits(screen=5, ladder=2))
+    assert {c.updates for c, _ in order} == {96, 200, 400}
+    assert view.choice.candidate.updates == 200
+    # and when each rung helps, it climbs as far as the ladder allows
+    order, view = simulate(lambda c, s: 0.5 + 0.0001 * c.updates, space=space, limits=Limits(screen=5, ladder=2))
+    assert view.choice.candidate.updates == 800
 
 
 def test_a_degenerate_seed_counts_as_the_worst_score_not_dropped():
@@ -109,7 +121,7 @@ def test_a_degenerate_seed_counts_as_the_worst_score_not_dropped():
             return math.nan if s == 1 else 0.9
         return 0.8 if c.lr == 2e-4 else 0.6
 
-    _, view = simulate(score, limits=Limits(screen=3, combo=False, confirm=2, lengthen=0))
+    _, view = simulate(score, limits=Limits(screen=3, combo=False, confirm=2, longer=False))
     by = {s.candidate.lr: s for s in view.complete}
     assert by[4e-4].mean == pytest.approx((0.9 + 0.0 + 0.9) / 3) and by[4e-4].degenerate == 1
     assert view.choice.candidate.lr == 2e-4  # the stable recipe wins
@@ -117,20 +129,23 @@ def test_a_degenerate_seed_counts_as_the_worst_score_not_dropped():
 
 def test_screen_winners_are_confirmed_as_soon_as_they_are_certain():
     planner = FitPlanner(SPACE, SEEDS, floor=0.0)
-    limits = Limits(screen=5, combo=False, confirm=2, lengthen=1)
+    limits = Limits(screen=5, combo=False, confirm=2)
     screen = planner.screen_list()
     results = {(c, 0): SeedResult("finished", 0.9 - 0.1 * i, False) for i, c in enumerate(screen[:4])}
     view = planner.plan(results, set(results) | {(screen[4], 0)}, limits)
-    # one screen run still open: the current best is sure to stay in the top 2, the second is not
-    assert (screen[0], 1) in view.needed and (screen[0], 2) in view.needed
-    assert (screen[1], 1) not in view.needed
+    # one screen run still open: the current best is sure to stay in the top 2, the second is not; confirmed
+    # recipes get every seed at the first longer rung
+    long = [replace(c, updates=200) for c in screen[:2]]
+    assert all((long[0], s) in view.needed for s in SEEDS)
+    assert not any((long[1], s) in view.needed for s in SEEDS)
     assert view.stage == "screen"
 
 
 def test_choice_needs_every_seed_and_ties_prefer_fewer_updates():
-    order, view = simulate(lambda c, s: 0.7, limits=Limits(screen=2, combo=False, confirm=1, lengthen=1, ladder=1))
-    assert view.choice.candidate == Candidate(2e-4, 1, 96)  # tie with its 200-update version: the shorter one
+    order, view = simulate(lambda c, s: 0.7, limits=Limits(screen=2, combo=False, confirm=1, ladder=1))
+    assert view.choice.candidate == Candidate(2e-4, 1, 200)  # tie with its 400-update version: the shorter one
     assert all(s.complete for s in view.complete)
+    assert {s.candidate.updates for s in view.complete} == {200, 400}  # one-seed screen runs are never chosen
 
 
 # ------------------------------------------------------------------------------------------------
@@ -149,6 +164,23 @@ def test_budget_estimates_cost_and_makespan():
     assert b2.makespan([25.0], [[100]]) == pytest.approx(30.0)  # the idle worker takes it at once
     b2.observe_live("r", 1, 100, 50.0)  # the first steps carry start-up: ignored below 10 %
     assert "r" not in b2.live_rate
+
+
+def test_automatic_budget_is_a_fifth_of_the_grid_estimated_from_the_first_run(tmp_path):
+    from stabletune.fit import AUTO_BUDGET_FRACTION, SPENT_FILE, _read_spent
+
+    b = Budget(None, workers=2, start=0.0, spent_file=tmp_path / SPENT_FILE, grid=[100] * 4 + [200] * 4)
+    assert b.resolve() is None and b.left() == math.inf  # nothing measured: nothing to trim against yet
+    b.save_spent()
+    assert _read_spent(tmp_path, "budget_s") == 0.0
+    b.observe({"wall_s": 30.0, "train_s": 20.0}, 100)  # 10 s fixed + 0.2 s per update: 30 s and 50 s runs
+    # the grid on 2 workers, longest first: 50+50 | 50+50, then the four 30 s runs: 160 s
+    assert b.resolve() == pytest.approx(AUTO_BUDGET_FRACTION * 160.0) and b.grid_estimate == pytest.approx(160.0)
+    b.observe({"wall_s": 90.0, "train_s": 40.0}, 100)  # later runs do not move a budget once fixed
+    assert b.resolve() == pytest.approx(AUTO_BUDGET_FRACTION * 160.0)
+    b.save_spent()  # kept for a resumed fit
+    assert _read_spent(tmp_path, "budget_s") == pytest.approx(AUTO_BUDGET_FRACTION * 160.0)
+    assert Budget(600, workers=1).resolve() == 600.0 and not Budget(600, workers=1).auto
 
 
 def test_budget_of_a_resumed_fit_counts_the_earlier_calls(tmp_path):
@@ -175,9 +207,9 @@ def test_trims_shrink_the_plan_in_order_until_it_fits():
     for name, trim in TRIMS:
         while trim(limits, len(SPACE.lrs)):
             applied.append(name)
-    assert applied[:5] == ["no second longer rung", "no combination screen", "one recipe confirmed",
-                           "learning rates screened at one L only", "no longer training"]
-    assert limits == Limits(screen=1, combo=False, confirm=1, lengthen=0, ladder=1)
+    assert applied[:5] == ["no second longer rung", "no combination screen", "learning rates screened at one L only",
+                           "one recipe confirmed", "no longer training"]
+    assert limits == Limits(screen=1, combo=False, confirm=1, longer=False, ladder=0)
     # the smallest plan still gives one recipe with every seed
     _, view = simulate(lambda c, s: 0.7, limits=limits)
     assert view.choice is not None and len(view.choice.seeds) == 3
@@ -250,7 +282,7 @@ def test_fit_output_reloads_with_plain_transformers(fitted):
     assert [model.config.id2label[i] for i in logits.argmax(-1).tolist()] == ["yes", "no"]
 
 
-def _fit_on_paper_clock(tiny_model, tmp_path, monkeypatch, budget: float):
+def _fit_on_paper_clock(tiny_model, tmp_path, monkeypatch, budget: float | str):
     """A fit whose runs report 100 s per 9 updates (10 s fixed + 10 s per update) on a clock that advances by
     exactly what they report: the budget sees the time its estimates are about (no sleeps, no real timing)."""
     import stabletune.fit as fit_module
@@ -280,14 +312,28 @@ def test_budget_trims_the_plan_from_measured_run_costs(tiny_model, tmp_path, mon
     assert end == 300.0 <= 400
 
 
+def test_automatic_budget_is_fixed_from_the_first_run_and_bounds_the_fit(tiny_model, tmp_path, monkeypatch):
+    """budget="auto": the tiny grid is 8 cells x 3 seeds (12 runs of 9 updates: 100 s, 12 of 18: 190 s) = 3480 s on
+    one worker, so the budget is 696 s; the plan is trimmed to it and the fit ends within it. fit.json and the
+    card say so."""
+    record, ran, end = _fit_on_paper_clock(tiny_model, tmp_path, monkeypatch, "auto")
+    tm = record["timings"]
+    assert tm["budget"] == "auto" and tm["grid_estimate_s"] == pytest.approx(3480.0)
+    assert tm["budget_s"] == pytest.approx(696.0) and end <= 696.0
+    assert record["plan"]["trimmed"] and record["choice"]["seeds"] == 3
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "11.6 min budget (automatic: a fifth of the 58 min the whole grid would take)" in card
+
+
 def test_budget_undoes_a_trim_the_plan_has_room_for_again(tiny_model, tmp_path, monkeypatch):
-    """With 640 s, the greedy trims go down to "no longer training" (570 s of 18-update runs), which frees enough
-    for screening the other L again: that earlier trim is undone, the fit screens both L values, and it still ends
-    within the budget. Without the undo it would screen the anchor L only and stop at ~300 s."""
+    """With 640 s, the greedy trims go down to "no longer training" (one recipe's 3 seeds of 18 updates are 570 s),
+    which frees enough for confirming a second recipe again: that earlier trim is undone, and the fit confirms
+    both screened learning rates at 9 updates within the budget. Without the undo it would confirm one recipe
+    and stop at ~300 s."""
     record, ran, end = _fit_on_paper_clock(tiny_model, tmp_path, monkeypatch, 640)
     trimmed = record["plan"]["trimmed"]
-    assert "no longer training" in trimmed and "learning rates screened at one L only" not in trimmed, trimmed
-    assert {layers for (_, layers, _) in ran} == {0, 1} and all(u == 9 for (_, _, u) in ran)
+    assert "no longer training" in trimmed and "one recipe confirmed" not in trimmed, trimmed
+    assert ran == {(3e-3, 1, 9): 3, (1e-2, 1, 9): 3}
     assert record["choice"]["seeds"] == 3
     assert 400 < end <= 640, end
 

@@ -10,14 +10,16 @@ The search (documented with its grid in ``docs/fit.md``):
   6-layer MiniLM needs ~1e-4, docs/LOG.md 2026-11-26), ``L`` in {0, ceil(depth/6), ceil(depth/3)}, and the
   number of updates in {3 epochs, then the next two of Section 6's {200, 400, 800, 1600, 3200} that are at least
   1.5x as long}. Debiased Adam always.
-- **Successive halving with seeds as the resource** (:class:`FitPlanner`): a *screen* trains one seed of the
-  learning rates (at the anchor ``L``) and of the ``L`` values (at the anchor learning rate), then their best
-  combination; the best ``confirm`` recipes get the remaining seeds; the best ``lengthen`` of those are trained
-  longer, one rung of the length ladder at a time while a longer rung improves the mean. A recipe is judged by
-  its **mean** validation score over all seeds; a degenerate or failed seed counts with the metric's worst value
-  (0 for accuracy/F1, -1 for MCC and correlations), it is not dropped. Every chosen recipe has all seeds.
+- **Successive halving with seeds and updates as the resources** (:class:`FitPlanner`): a *screen* trains one
+  seed, for three epochs, of the learning rates (at the anchor ``L``) and of the ``L`` values (at the anchor
+  learning rate), then their best combination; the best ``confirm`` recipes get every seed at the first longer
+  rung (three epochs only triage: their seed spread can exceed the differences between recipes); the best of
+  those climbs the length ladder, one rung at a time while a longer rung improves the mean. A recipe is judged by
+  its **mean** validation score over all seeds; a failed seed or an undefined score counts as 0
+  (:data:`stabletune.metrics.NAN_SCORE`), it is not dropped. Every chosen recipe has all seeds.
 - **Budget** (:class:`Budget`): run cost is estimated from the runs so far (fixed part + per-update part, from
   their timings); when the remaining plan would overrun, the plan is trimmed in a fixed order (:data:`TRIMS`).
+  The default budget is automatic: a fifth of the exhaustive grid's estimated wall time.
 - **Store**: a study database (``OUT/search/fit.db``, :class:`stabletune.study.store.Store`): every run is
   stored in one transaction; a killed fit resumes without recomputing finished runs.
 
@@ -47,8 +49,13 @@ from stabletune.metrics import NAN_SCORE
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BUDGET_S = 20 * 60
-"""Default time budget of a fit (wall seconds); see docs/fit.md for what it buys on a 2-core machine."""
+DEFAULT_BUDGET = "auto"
+"""Default time budget of a fit: :data:`AUTO_BUDGET_FRACTION` of the exhaustive grid's estimated wall time
+(:class:`Budget`); docs/fit.md says what it is and buys on a 2-core machine."""
+AUTO_BUDGET_FRACTION = 0.2
+"""The automatic budget: a fifth of what running every cell of the grid with every seed would take here. The
+whole plan is ~16 % of the grid in run-time units (docs/fit.md), so it fits with room for idle workers; a budget
+in minutes would buy the whole plan on short texts and a third of it on sentence pairs (issue 10's benchmark)."""
 DEFAULT_SEEDS = 3
 LENGTH_LADDER = (200, 400, 800, 1600, 3200)
 """Section 6: numbers of updates tried beyond three epochs."""
@@ -67,10 +74,11 @@ def _now() -> float:
     return time.monotonic()
 
 
-def _read_spent(search_dir: Path) -> float:
-    """Budget seconds spent by earlier calls of a resumed fit (0 for a new fit)."""
+def _read_spent(search_dir: Path, key: str = "spent_s") -> float:
+    """Budget seconds spent by earlier calls of a resumed fit (0 for a new fit); ``key="budget_s"``: the
+    automatic budget they fixed (0: none yet)."""
     try:
-        return max(0.0, float(json.loads((search_dir / SPENT_FILE).read_text(encoding="utf-8"))["spent_s"]))
+        return max(0.0, float(json.loads((search_dir / SPENT_FILE).read_text(encoding="utf-8"))[key]))
     except (OSError, ValueError, KeyError, TypeError):  # none yet, or torn by a kill: count nothing
         return 0.0
 
@@ -87,10 +95,13 @@ DECIDED = {
 }
 
 
-def parse_budget(text: str | float) -> float:
-    """Seconds of a budget: ``900``, ``90s``, ``20m``, ``1.5h``. Raises ConfigError."""
+def parse_budget(text: str | float | None) -> float | None:
+    """Seconds of a budget: ``900``, ``90s``, ``20m``, ``1.5h``; ``auto`` (or None): None, the automatic budget.
+    Raises ConfigError."""
     units = {"s": 1, "m": 60, "min": 60, "h": 3600}
     raw = str(text).strip().lower()
+    if text is None or raw == "auto":
+        return None
     number, unit = raw, "s"
     for suffix in sorted(units, key=len, reverse=True):
         if raw.endswith(suffix):
@@ -99,7 +110,7 @@ def parse_budget(text: str | float) -> float:
     try:
         seconds = float(number) * units[unit]
     except ValueError:
-        raise ConfigError(f"invalid option --budget: {text!r} (use seconds, or 90s, 20m, 1.5h)") from None
+        raise ConfigError(f"invalid option --budget: {text!r} (use auto, seconds, or 90s, 20m, 1.5h)") from None
     if not math.isfinite(seconds) or seconds <= 0:
         raise ConfigError(f"invalid option --budget: must be > 0, got {text!r}")
     return seconds
@@ -265,23 +276,26 @@ class Limits:
     """Screen the best learning rate with the best L when that pair was not screened."""
     confirm: int = 2
     """Screened recipes that get every seed."""
-    lengthen: int = 1
-    """Confirmed recipes trained longer."""
-    ladder: int = 2
-    """Longer rungs a lengthened recipe may climb (each only if the previous one improved the mean)."""
+    longer: bool = True
+    """Confirm (give every seed) at the first longer rung, not at three epochs (Section 6)."""
+    ladder: int = 1
+    """Rungs beyond the confirmation rung that the best confirmed recipe may climb (each only if the previous
+    one improved its mean)."""
 
 
 #: Trim order (first = least harmful): (description, trim): ``trim(limits, n_lrs)`` lowers one limit and returns
-#: whether it could. ``n_lrs``: the screen's learning-rate part (the other L come after it). Longer training is
-#: kept over screening other L values: the anchor L already re-initialises the top block (Section 5), and three
-#: epochs are what Section 6 finds too short on small data.
+#: whether it could. ``n_lrs``: the screen's learning-rate part (the other L come after it). Screening other L
+#: values goes before the second confirmed recipe: the anchor L already re-initialises the top block (Section 5),
+#: and a second recipe confirmed on longer training is what catches a screen misranked by three-epoch seed noise
+#: (docs/fit.md, the similarity grid). Longer training goes last but one: three epochs are what Section 6 finds
+#: too short on small data.
 TRIMS: list[tuple[str, Callable[[Limits, int], bool]]] = [
-    ("no second longer rung", lambda l, n: l.ladder > 1 and not setattr(l, "ladder", 1)),
+    ("no second longer rung", lambda l, n: l.ladder > 0 and not setattr(l, "ladder", 0)),
     ("no combination screen", lambda l, n: l.combo and not setattr(l, "combo", False)),
-    ("one recipe confirmed", lambda l, n: l.confirm > 1 and not setattr(l, "confirm", 1)),
     ("learning rates screened at one L only",
      lambda l, n: l.screen is not None and l.screen > n and not setattr(l, "screen", n)),
-    ("no longer training", lambda l, n: l.lengthen > 0 and not setattr(l, "lengthen", 0)),
+    ("one recipe confirmed", lambda l, n: l.confirm > 1 and not setattr(l, "confirm", 1)),
+    ("no longer training", lambda l, n: l.longer and not setattr(l, "longer", False)),
     ("smaller screen", lambda l, n: l.screen is not None and l.screen > 1 and not setattr(l, "screen", l.screen - 1)),
 ]
 
@@ -359,45 +373,55 @@ class FitPlanner:
                 stages[0].append(u0)
         open_screen = sum((c, s0) not in results for c in screen) + combo_open
 
-        # --- confirm: the best screened recipes get every seed ---------------------------------------
+        # --- confirm: the best screened recipes get every seed, on longer training -----------------------
+        # Three epochs are too few on small data (Section 6) and their seed spread can exceed the differences
+        # between recipes, so the screen only triages: the confirmed recipes are judged at the first longer rung
+        # (all seeds there), unless the budget trimmed longer training (then at three epochs, the screen seed
+        # counting as one of the seeds).
+        longer = sp.updates[1:]
+        judge = longer[0] if longer and limits.longer else u0
+        judge_seeds = self.seeds if judge != u0 else rest
         ranked = sorted((c for c in screen if (c, s0) in results),
                         key=lambda c: (-self._score(results[(c, s0)]), screen.index(c)))
         k = limits.confirm
         if open_screen:  # start the ones already sure to be among the best k (the rest can only pass below them)
             confirmed = [c for i, c in enumerate(ranked) if i + open_screen < k]
-            stages[1] += [u0] * ((k - len(confirmed)) * len(rest))
+            stages[1] += [judge] * ((k - len(confirmed)) * len(judge_seeds))
         else:
             confirmed = ranked[:k]
-        # recipes confirmed before a trim lowered k keep their seeds (nothing started is thrown away)
-        confirmed += [c for c in ranked if c not in confirmed and any((c, s) in started for s in rest)]
+        confirmed = [replace(c, updates=judge) for c in confirmed]
+        # recipes confirmed before a trim (fewer recipes, or no longer training) keep their seeds: nothing
+        # started is thrown away
+        for u, seeds_u in ((u0, rest), *(((longer[0], self.seeds),) if longer else ())):
+            confirmed += [replace(c, updates=u) for c in ranked if replace(c, updates=u) not in confirmed
+                          and any((replace(c, updates=u), s) in started for s in seeds_u)]
         for c in confirmed:
-            for s in rest:
+            for s in (rest if c.updates == u0 else self.seeds):
                 need((c, s), 1)
         stage = "screen" if open_screen else "confirm"
 
-        # --- lengthen: the best confirmed recipes, one longer rung at a time while it helps -------------
-        confirm_done = not open_screen and all((c, s) in results for c in confirmed for s in rest)
-        longer = sp.updates[1:]
-        if longer and limits.lengthen > 0:
+        # --- lengthen: the best confirmed recipe climbs the ladder, one rung at a time while it helps ---------
+        confirm_done = not open_screen and all((c, s) in results for c in confirmed
+                                               for s in (rest if c.updates == u0 else self.seeds))
+        ladder = [u for u in sp.updates if u > judge] if judge != u0 else []
+        if ladder and limits.ladder > 0:
             if not confirm_done:
-                stages[2] += [longer[0]] * (limits.lengthen * len(self.seeds))
+                stages[2] += [ladder[0]] * len(self.seeds)
             else:
                 stage = "lengthen"
-                best = sorted(confirmed, key=lambda c: (-self.summary(c, results).mean, confirmed.index(c)))
-                for c in best[:limits.lengthen]:
-                    previous = c
-                    for rung, u in enumerate(longer):
-                        if rung >= limits.ladder and not any((replace(c, updates=u), s) in started
-                                                             for s in self.seeds):
-                            break
-                        cand = replace(c, updates=u)
-                        for s in self.seeds:
-                            need((cand, s), 2)
-                        if not all((cand, s) in results for s in self.seeds):
-                            break
-                        if self.summary(cand, results).mean <= self.summary(previous, results).mean:
-                            break  # longer did not help: stop climbing
-                        previous = cand
+                at_judge = [c for c in confirmed if c.updates == judge]
+                previous = min(at_judge, key=lambda c: (-self.summary(c, results).mean, at_judge.index(c)))
+                for rung, u in enumerate(ladder):
+                    cand = replace(previous, updates=u)
+                    if rung >= limits.ladder and not any((cand, s) in started for s in self.seeds):
+                        break
+                    for s in self.seeds:
+                        need((cand, s), 2)
+                    if not all((cand, s) in results for s in self.seeds):
+                        break
+                    if self.summary(cand, results).mean <= self.summary(previous, results).mean:
+                        break  # longer did not help: stop climbing
+                    previous = cand
         # --- the choice among recipes with every seed -------------------------------------------------
         cands = sorted({c for c, _ in results}, key=lambda c: (c.updates, self._order(c, screen)))
         complete = [self.summary(c, results) for c in cands]
@@ -427,11 +451,18 @@ class Budget:
     per update (or, before any finishes, the running runs' time per step), ``fixed`` (loading, evaluations,
     writing) from their wall time minus training time. Work left is laid out on the workers stage by stage
     (a stage starts when the previous one ends), longest run first.
+
+    ``seconds=None`` is the automatic budget: once the first run has finished, it is fixed at
+    :data:`AUTO_BUDGET_FRACTION` of the estimated wall time of ``grid`` (the numbers of updates of every run of
+    the exhaustive grid) on the workers, so it scales with the data, the model and the machine.
     """
 
-    def __init__(self, seconds: float, workers: int, *, start: float | None = None, earlier: float = 0.0,
-                 spent_file: Path | None = None):
-        self.seconds, self.workers = float(seconds), max(1, workers)
+    def __init__(self, seconds: float | None, workers: int, *, start: float | None = None, earlier: float = 0.0,
+                 spent_file: Path | None = None, grid: list[int] | None = None):
+        self.auto = seconds is None
+        self.seconds, self.workers = (None if seconds is None else float(seconds)), max(1, workers)
+        self.grid = list(grid or [])
+        self.grid_estimate: float | None = None
         self.earlier = float(earlier)  # spent by the earlier calls of a resumed fit
         self.start = (_now() if start is None else start) - self.earlier
         self.spent_file = spent_file
@@ -449,7 +480,18 @@ class Budget:
         if self.spent_file is not None:
             from stabletune.engine.runlog import write_json
 
-            write_json(self.spent_file, {"spent_s": self.elapsed()})
+            write_json(self.spent_file, {"spent_s": self.elapsed(),
+                                         **({"budget_s": self.seconds, "grid_estimate_s": self.grid_estimate}
+                                            if self.auto and self.seconds else {})})
+
+    def resolve(self) -> float | None:
+        """The budget in seconds; an automatic one is fixed here once a run has finished (None before)."""
+        if self.seconds is None and self.known():
+            if not self.grid:
+                raise ValueError("an automatic budget needs the grid's runs")
+            self.grid_estimate = self.makespan([], [self.grid])
+            self.seconds = AUTO_BUDGET_FRACTION * self.grid_estimate
+        return self.seconds
 
     def observe(self, timings: dict, steps: int | None) -> None:
         wall, train_s = timings.get("wall_s"), timings.get("train_s")
@@ -494,6 +536,8 @@ class Budget:
         return max(free) if free else 0.0
 
     def left(self) -> float:
+        if self.resolve() is None:  # automatic, nothing measured yet: nothing is trimmed before a run finishes
+            return math.inf
         return self.seconds - FINALIZE_RESERVE_S - self.elapsed()
 
     def fits(self, in_flight: list[float], stages: list[list[int]]) -> bool:
@@ -522,9 +566,11 @@ class _Progress:
 
         self.bar.total = max(total, done)
         self.bar.n = done
-        budget_left = max(0.0, self.budget.seconds - self.budget.elapsed())
-        self.bar.set_postfix_str(f"{stage} | best {best} | eta {format_seconds(eta)} "
-                                 f"(budget left {format_seconds(budget_left)})", refresh=True)
+        if self.budget.resolve() is None:
+            left = "budget: auto, set when a run has finished"
+        else:
+            left = f"budget left {format_seconds(max(0.0, self.budget.seconds - self.budget.elapsed()))}"
+        self.bar.set_postfix_str(f"{stage} | best {best} | eta {format_seconds(eta)} ({left})", refresh=True)
 
     def line(self, text: str) -> None:
         if self.bar is not None:
@@ -556,7 +602,7 @@ class FitResult:
 def fit(*, out: str | os.PathLike, train_file: str | None = None, dev_file: str | None = None,
         test_file: str | None = None, task: str | None = None, data_dir: str | None = None,
         text_columns: list[str] | str | None = None, label_column: str = "label", task_type: str = "auto",
-        model: str = "minilm-l6", metric: str | None = None, budget: float = DEFAULT_BUDGET_S,
+        model: str = "minilm-l6", metric: str | None = None, budget: float | str | None = DEFAULT_BUDGET,
         seeds: int = DEFAULT_SEEDS, workers: int | None = None, overwrite: bool = False, progress: bool = True,
         space: SearchSpace | None = None, limits: Limits | None = None, run_fn: Callable | None = None,
         **run_options: Any) -> FitResult:
@@ -579,7 +625,8 @@ def fit(*, out: str | os.PathLike, train_file: str | None = None, dev_file: str 
         model: hub name, local folder or ``minilm-l6`` (default, embedded).
         metric: selects checkpoints and recipes (``acc``, ``f1``, ``f1:LABEL``, ``f1_macro``, ``mcc``,
             ``pearson``, ``spearman``); default: accuracy for classes, Spearman for regression.
-        budget: wall seconds for the whole fit (default :data:`DEFAULT_BUDGET_S`).
+        budget: wall seconds for the whole fit, or ``"auto"`` (default): a fifth of the exhaustive grid's wall
+            time as estimated from the first finished run (:data:`AUTO_BUDGET_FRACTION`).
         seeds: seeds per recipe (at least 3).
         workers: concurrent runs (default: one per core up to 4; 0 runs them in this process).
         overwrite: replace a finished fit in ``out`` (start over).
@@ -593,8 +640,7 @@ def fit(*, out: str | os.PathLike, train_file: str | None = None, dev_file: str 
     t0 = _now()
     if seeds < 3:
         raise ConfigError(f"invalid option --seeds: fit judges every recipe by at least 3 seeds, got {seeds}")
-    if not budget or budget <= 0:
-        raise ConfigError(f"invalid option --budget: must be > 0 seconds, got {budget}")
+    budget = parse_budget(budget)
     for key in run_options:
         if key in DECIDED:
             raise ConfigError(f"invalid option {key!r} for fit: {DECIDED[key]}")
@@ -641,7 +687,11 @@ def fit(*, out: str | os.PathLike, train_file: str | None = None, dev_file: str 
     # --budget is for the whole fit: a resumed fit starts with what its earlier calls spent (up to their last
     # stored run; work killed in flight is redone and counted again), so kill + rerun cannot double the budget
     budget_ = Budget(budget, backend.capacity, start=t0, earlier=_read_spent(search_dir),
-                     spent_file=search_dir / SPENT_FILE)
+                     spent_file=search_dir / SPENT_FILE,
+                     grid=[c.updates for c in space.grid() for _ in seed_list])
+    if budget is None and _read_spent(search_dir, "budget_s"):  # automatic, fixed by an earlier call: keep it
+        budget_.seconds = _read_spent(search_dir, "budget_s")
+        budget_.grid_estimate = _read_spent(search_dir, "grid_estimate_s") or None
     limits = limits or Limits()
     with StudyLock(search_dir / "fit.db"), Store.open(search_dir / "fit.db", create=True) as store:
         store.save_spec("fit", json.dumps(describe, sort_keys=True, indent=1), None)
@@ -781,8 +831,10 @@ class _Search:
         if resumed or self.budget.earlier:
             from stabletune.study.runner import format_seconds
 
+            total = self.budget.resolve()
             self.display.line(f"resuming: {resumed} run(s) already done in {self.store.path}; earlier calls spent "
-                              f"{format_seconds(self.budget.earlier)} of the {format_seconds(self.budget.seconds)} "
+                              f"{format_seconds(self.budget.earlier)} of the "
+                              f"{'automatic' if total is None else format_seconds(total)} "
                               "budget (a larger --budget extends it)")
         started_backend = False
         try:
@@ -1022,7 +1074,8 @@ def _finalize(out_dir: Path, view: PlanView, *, planner: FitPlanner, search: _Se
         "space": space.to_dict(), "seeds": seeds,
         "plan": {"limits": asdict(search.limits), "trimmed": budget.trimmed},
         "candidates": candidates, "choice": choice_record, "test": test,
-        "timings": {"budget_s": budget.seconds, "earlier_calls_s": budget.earlier, "search_s": t_search,
+        "timings": {"budget_s": budget.resolve(), "budget": "auto" if budget.auto else "set",
+                    "grid_estimate_s": budget.grid_estimate, "earlier_calls_s": budget.earlier, "search_s": t_search,
                     "finalize_s": None, "wall_s": None, "runs_this_call": search.ran, "runs": len(search.results),
                     "run_seconds": run_seconds, "workers": search.backend.capacity},
         "config": {k: v for k, v in base_cfg.to_dict().items() if k not in ("progress", "out", "overwrite")},
@@ -1126,8 +1179,8 @@ def model_card(record: dict) -> str:
     sp = record["space"]
     lines += [
         "", f"Grid: lr {', '.join(f'{v:g}' for v in sp['lrs'])}; L {', '.join(map(str, sp['layers']))}; updates "
-            f"{', '.join(map(str, sp['updates']))}. Search: {tm['runs']} runs, {tm['search_s'] / 60:.1f} min of a "
-            f"{tm['budget_s'] / 60:.1f} min budget on {tm['workers']} worker(s)"
+            f"{', '.join(map(str, sp['updates']))}. Search: {tm['runs']} runs, {tm['search_s'] / 60:.1f} min of "
+            f"{_budget_words(tm)} on {tm['workers']} worker(s)"
             + (f"; trimmed to the budget: {', '.join(record['plan']['trimmed'])}" if record["plan"]["trimmed"] else "")
             + ". Figure: `fit.png`; every run: `fit.json` and `search/fit.db`.", "",
         "## Use", "", "```bash",
@@ -1140,6 +1193,16 @@ def model_card(record: dict) -> str:
                                                  if d["text_columns"] else ""), "```", "",
     ]
     return "\n".join(lines)
+
+
+def _budget_words(tm: dict) -> str:
+    """The budget as the model card states it."""
+    if tm.get("budget_s") is None:
+        return "an automatic budget"
+    words = f"a {tm['budget_s'] / 60:.1f} min budget"
+    if tm.get("budget") == "auto" and tm.get("grid_estimate_s"):
+        words += f" (automatic: a fifth of the {tm['grid_estimate_s'] / 60:.0f} min the whole grid would take)"
+    return words
 
 
 def _fmt(v: Any) -> str:

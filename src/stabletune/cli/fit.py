@@ -8,7 +8,7 @@ import sys
 
 
 def register(sub) -> None:
-    from stabletune.fit import DEFAULT_BUDGET_S, DEFAULT_SEEDS
+    from stabletune.fit import DEFAULT_BUDGET, DEFAULT_SEEDS
 
     p = sub.add_parser(
         "fit", help="stable fine-tuning in one command: the paper's recipe searched on validation",
@@ -36,9 +36,10 @@ def register(sub) -> None:
     s.add_argument("--metric", metavar="NAME",
                    help="what to select on: acc, f1 (of the second label), f1:LABEL, f1_macro, mcc, pearson, "
                         "spearman (default: acc for classes, spearman for regression)")
-    s.add_argument("--budget", default=f"{DEFAULT_BUDGET_S // 60}m", metavar="TIME",
-                   help=f"wall time for the whole fit: 900, 90s, 20m, 1.5h (default {DEFAULT_BUDGET_S // 60}m: on a "
-                        "2-core machine the whole search with MiniLM on ~1,000 short texts; docs/fit.md)")
+    s.add_argument("--budget", default=DEFAULT_BUDGET, metavar="TIME",
+                   help=f"wall time for the whole fit: 900, 90s, 20m, 1.5h, or auto (default {DEFAULT_BUDGET}: "
+                        "a fifth of what the exhaustive grid would take, estimated from the first run; with "
+                        "MiniLM on ~1,000 rows and 2 cores ~20 min for short texts, ~45 min for pairs; docs/fit.md)")
     s.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="N",
                    help=f"seeds per recipe, at least 3 (default {DEFAULT_SEEDS})")
     s.add_argument("--max-seq-length", type=int, metavar="N", help="truncate texts to N tokens (default 128)")
