@@ -380,29 +380,31 @@ class FitPlanner:
         # counting as one of the seeds).
         longer = sp.updates[1:]
         judge = longer[0] if longer and limits.longer else u0
-        judge_seeds = self.seeds if judge != u0 else rest
+
+        def seeds_at(u: int) -> list[int]:  # at three epochs the screen seed is one of a recipe's seeds
+            return rest if u == u0 else self.seeds
+
         ranked = sorted((c for c in screen if (c, s0) in results),
                         key=lambda c: (-self._score(results[(c, s0)]), screen.index(c)))
         k = limits.confirm
         if open_screen:  # start the ones already sure to be among the best k (the rest can only pass below them)
             confirmed = [c for i, c in enumerate(ranked) if i + open_screen < k]
-            stages[1] += [judge] * ((k - len(confirmed)) * len(judge_seeds))
+            stages[1] += [judge] * ((k - len(confirmed)) * len(seeds_at(judge)))
         else:
             confirmed = ranked[:k]
         confirmed = [replace(c, updates=judge) for c in confirmed]
         # recipes confirmed before a trim (fewer recipes, or no longer training) keep their seeds: nothing
         # started is thrown away
-        for u, seeds_u in ((u0, rest), *(((longer[0], self.seeds),) if longer else ())):
+        for u in sp.updates[:2]:
             confirmed += [replace(c, updates=u) for c in ranked if replace(c, updates=u) not in confirmed
-                          and any((replace(c, updates=u), s) in started for s in seeds_u)]
+                          and any((replace(c, updates=u), s) in started for s in seeds_at(u))]
         for c in confirmed:
-            for s in (rest if c.updates == u0 else self.seeds):
+            for s in seeds_at(c.updates):
                 need((c, s), 1)
         stage = "screen" if open_screen else "confirm"
 
         # --- lengthen: the best confirmed recipe climbs the ladder, one rung at a time while it helps ---------
-        confirm_done = not open_screen and all((c, s) in results for c in confirmed
-                                               for s in (rest if c.updates == u0 else self.seeds))
+        confirm_done = not open_screen and all((c, s) in results for c in confirmed for s in seeds_at(c.updates))
         ladder = [u for u in sp.updates if u > judge] if judge != u0 else []
         if ladder and limits.ladder > 0:
             if not confirm_done:
