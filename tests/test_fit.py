@@ -172,32 +172,37 @@ def test_automatic_budget_is_a_fifth_of_the_grid_estimated_from_the_first_run(tm
     b = Budget(None, workers=2, start=0.0, spent_file=tmp_path / SPENT_FILE, grid=[100] * 4 + [200] * 4)
     assert b.resolve() is None and b.left() == math.inf  # nothing measured: nothing to trim against yet
     b.save_spent()
-    assert _read_spent(tmp_path, "budget_s") == 0.0
+    assert _read_spent(tmp_path / SPENT_FILE, "budget_s") == 0.0
     b.observe({"wall_s": 30.0, "train_s": 20.0}, 100)  # 10 s fixed + 0.2 s per update: 30 s and 50 s runs
     # the grid on 2 workers, longest first: 50+50 | 50+50, then the four 30 s runs: 160 s
     assert b.resolve() == pytest.approx(AUTO_BUDGET_FRACTION * 160.0) and b.grid_estimate == pytest.approx(160.0)
     b.observe({"wall_s": 90.0, "train_s": 40.0}, 100)  # later runs do not move a budget once fixed
     assert b.resolve() == pytest.approx(AUTO_BUDGET_FRACTION * 160.0)
     b.save_spent()  # kept for a resumed fit
-    assert _read_spent(tmp_path, "budget_s") == pytest.approx(AUTO_BUDGET_FRACTION * 160.0)
+    assert _read_spent(tmp_path / SPENT_FILE, "budget_s") == pytest.approx(AUTO_BUDGET_FRACTION * 160.0)
+    resumed = Budget(None, workers=2, spent_file=tmp_path / SPENT_FILE, grid=[100] * 4 + [200] * 4)
+    assert resumed.resolve() == pytest.approx(AUTO_BUDGET_FRACTION * 160.0)  # before any run of its own
+    assert resumed.grid_estimate == pytest.approx(160.0) and resumed.auto
+    assert Budget(300, workers=2, spent_file=tmp_path / SPENT_FILE).resolve() == 300.0  # a set budget wins
     assert Budget(600, workers=1).resolve() == 600.0 and not Budget(600, workers=1).auto
 
 
 def test_budget_of_a_resumed_fit_counts_the_earlier_calls(tmp_path):
     from stabletune.fit import SPENT_FILE, _read_spent
 
-    assert _read_spent(tmp_path) == 0.0  # a new fit
-    b = Budget(1000, workers=1, start=100.0, spent_file=tmp_path / SPENT_FILE)
+    spent = tmp_path / SPENT_FILE
+    assert _read_spent(spent) == 0.0 and Budget(1000, workers=1, spent_file=spent).earlier == 0.0  # a new fit
+    b = Budget(1000, workers=1, start=100.0, spent_file=spent)
     b.save_spent()
-    first = _read_spent(tmp_path)
+    first = _read_spent(spent)
     assert first == pytest.approx(b.elapsed(), abs=1.0)
-    resumed = Budget(1000, workers=1, start=200.0, earlier=first)
+    resumed = Budget(1000, workers=1, start=200.0, spent_file=spent)
     assert resumed.earlier == first
     # the same clock reading: the resumed budget has `first` seconds less left than a fresh one
     fresh = Budget(1000, workers=1, start=200.0)
     assert fresh.left() - resumed.left() == pytest.approx(first, abs=1.0)
-    (tmp_path / SPENT_FILE).write_text("{", encoding="utf-8")  # torn by a kill: counts nothing, no crash
-    assert _read_spent(tmp_path) == 0.0
+    spent.write_text("{", encoding="utf-8")  # torn by a kill: counts nothing, no crash
+    assert _read_spent(spent) == 0.0 and Budget(1000, workers=1, spent_file=spent).earlier == 0.0
 
 
 def test_trims_shrink_the_plan_in_order_until_it_fits():

@@ -74,11 +74,11 @@ def _now() -> float:
     return time.monotonic()
 
 
-def _read_spent(search_dir: Path, key: str = "spent_s") -> float:
+def _read_spent(spent_file: Path, key: str = "spent_s") -> float:
     """Budget seconds spent by earlier calls of a resumed fit (0 for a new fit); ``key="budget_s"``: the
     automatic budget they fixed (0: none yet)."""
     try:
-        return max(0.0, float(json.loads((search_dir / SPENT_FILE).read_text(encoding="utf-8"))[key]))
+        return max(0.0, float(json.loads(spent_file.read_text(encoding="utf-8"))[key]))
     except (OSError, ValueError, KeyError, TypeError):  # none yet, or torn by a kill: count nothing
         return 0.0
 
@@ -457,17 +457,25 @@ class Budget:
     ``seconds=None`` is the automatic budget: once the first run has finished, it is fixed at
     :data:`AUTO_BUDGET_FRACTION` of the estimated wall time of ``grid`` (the numbers of updates of every run of
     the exhaustive grid) on the workers, so it scales with the data, the model and the machine.
+
+    ``spent_file`` (``OUT/search/spent.json``) is where the spending is kept after each stored run; a Budget made
+    on an existing one belongs to a resumed fit and starts from it.
     """
 
-    def __init__(self, seconds: float | None, workers: int, *, start: float | None = None, earlier: float = 0.0,
+    def __init__(self, seconds: float | None, workers: int, *, start: float | None = None,
                  spent_file: Path | None = None, grid: list[int] | None = None):
         self.auto = seconds is None
         self.seconds, self.workers = (None if seconds is None else float(seconds)), max(1, workers)
         self.grid = list(grid or [])
         self.grid_estimate: float | None = None
-        self.earlier = float(earlier)  # spent by the earlier calls of a resumed fit
-        self.start = (_now() if start is None else start) - self.earlier
         self.spent_file = spent_file
+        # a resumed fit: its earlier calls' spending counts (up to their last stored run; work killed in flight is
+        # redone and counted again), so kill + rerun cannot double the budget; an automatic budget they fixed stays
+        self.earlier = _read_spent(spent_file) if spent_file is not None else 0.0
+        if self.auto and spent_file is not None and _read_spent(spent_file, "budget_s"):
+            self.seconds = _read_spent(spent_file, "budget_s")
+            self.grid_estimate = _read_spent(spent_file, "grid_estimate_s") or None
+        self.start = (_now() if start is None else start) - self.earlier
         self.fixed: list[float] = []
         self.per_update: list[float] = []
         self.live_rate: dict[str, float] = {}
@@ -686,14 +694,9 @@ def fit(*, out: str | os.PathLike, train_file: str | None = None, dev_file: str 
     from stabletune.study.store import StudyLock, Store
 
     backend = make_backend("local", workers=workers, run_fn=run_fn)
-    # --budget is for the whole fit: a resumed fit starts with what its earlier calls spent (up to their last
-    # stored run; work killed in flight is redone and counted again), so kill + rerun cannot double the budget
-    budget_ = Budget(budget, backend.capacity, start=t0, earlier=_read_spent(search_dir),
-                     spent_file=search_dir / SPENT_FILE,
+    # --budget is for the whole fit: a resumed fit's Budget reads what its earlier calls spent from spent.json
+    budget_ = Budget(budget, backend.capacity, start=t0, spent_file=search_dir / SPENT_FILE,
                      grid=[c.updates for c in space.grid() for _ in seed_list])
-    if budget is None and _read_spent(search_dir, "budget_s"):  # automatic, fixed by an earlier call: keep it
-        budget_.seconds = _read_spent(search_dir, "budget_s")
-        budget_.grid_estimate = _read_spent(search_dir, "grid_estimate_s") or None
     limits = limits or Limits()
     with StudyLock(search_dir / "fit.db"), Store.open(search_dir / "fit.db", create=True) as store:
         store.save_spec("fit", json.dumps(describe, sort_keys=True, indent=1), None)
