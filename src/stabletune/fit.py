@@ -472,8 +472,8 @@ class Budget:
         # a resumed fit: its earlier calls' spending counts (up to their last stored run; work killed in flight is
         # redone and counted again), so kill + rerun cannot double the budget; an automatic budget they fixed stays
         self.earlier = _read_spent(spent_file) if spent_file is not None else 0.0
-        if self.auto and spent_file is not None and _read_spent(spent_file, "budget_s"):
-            self.seconds = _read_spent(spent_file, "budget_s")
+        if self.auto and spent_file is not None:  # 0 (none fixed yet) stays None
+            self.seconds = _read_spent(spent_file, "budget_s") or None
             self.grid_estimate = _read_spent(spent_file, "grid_estimate_s") or None
         self.start = (_now() if start is None else start) - self.earlier
         self.fixed: list[float] = []
