@@ -112,8 +112,17 @@ def test_trainer_takes_the_same_updates_as_stabletune(tmp_path, tiny_model, tech
     assert len(moved) > 0.9 * len(ours)  # the runs really trained
     diff = {k: (ours[k] - theirs[k]).abs().max().item() for k in ours if ours[k].is_floating_point()}
     worst = max(diff, key=diff.get)
-    # same kernels in the same order: equal to float rounding (measured 0.0 on CPU)
-    assert diff[worst] <= 1e-6, f"{worst} differs by {diff[worst]}"
+    # Equal up to float32 rounding, not bit for bit: Trainer runs the forward/backward through other call sites, and
+    # oneDNN picks its matmul blocking by CPU (measured: 0.0 with AVX-512, 1.07e-6 with ONEDNN_MAX_CPU_ISA=AVX2).
+    # Adam turns a rounding-level gradient difference into a relative update difference of the same size, so over
+    # `steps` updates of at most `lr` each an element moves apart by ~ steps * lr * 1e-4 at most (1.4e-6 here).
+    # Any real divergence (another optimizer, schedule, clipping or order of the hooks) moves elements by a
+    # sizeable fraction of one step's lr (>= 1e-4 here), so a bound of steps * lr * 1e-3 keeps a 10x margin on both.
+    steps, lr = cfg.max_steps, cfg.lr
+    tolerance = steps * lr * 1e-3
+    moved_by = max((ours[k] - start[k]).abs().max().item() for k in ours if ours[k].is_floating_point())
+    assert moved_by > 100 * tolerance  # the bound is far below what training changed
+    assert diff[worst] <= tolerance, f"{worst} differs by {diff[worst]} (tolerance {tolerance:.2g})"
 
 
 def test_forgotten_optimizer_is_refused(tmp_path, make_tiny, make_batch):
