@@ -101,7 +101,7 @@ def test_sec6_claims_follow_the_data(claims, tmp_path):
     """Longer training clearly better for standard (and the gap closing); Re-init flat -> its rows do not hold."""
     f = _frames(tmp_path, {"adam-steps-96": 40, "adam-steps-200": 44, "adam-steps-400": 48,
                            "reinit-steps-96": 46, "reinit-steps-200": 44, "reinit-steps-400": 43})
-    rows = {(r.claim, r.task): r for r in claims.sec6_claims(f)}
+    rows = {(r.claim, r.task): r for r in claims.adjust(claims.sec6_claims(f))}
     longer = rows[("Training longer improves the mean test score over three epochs (standard)", "cola-1k")]
     assert longer.verdict == "holds" and "adam-steps-400" in longer.ours
     assert rows[("Training longer narrows the gap between standard fine-tuning and Re-init", "cola-1k")].verdict \
@@ -116,12 +116,22 @@ def test_sec7_claims_follow_the_data(claims, tmp_path):
     """A method with a large real gain fails the 'no gain' claim; a method with none passes it."""
     f = _frames(tmp_path, {"standard": 40, "reinit-3": 43, "longer-400": 41, "mixout-0.3": 40,
                            "llrd-0.95": 46, "pretrained-wd-0.01": 40, "int-task-mnli": 44})
-    rows = {r.claim: r for r in claims.sec7_claims(f)}
+    rows = {r.claim: r for r in claims.adjust(claims.sec7_claims(f))}
     assert rows["Intermediate-task fine-tuning (MNLI) improves the mean test score"].verdict == "holds"
     assert rows["LLRD gives no significant gain over standard fine-tuning with debiased Adam"].verdict == \
-        "does not hold"
-    assert rows["Mixout gives no significant gain over standard fine-tuning with debiased Adam"].verdict.startswith(
-        "holds")
+        "does not hold (significant gain)"
+    # no margin declared before the run: absence of a detected gain is not shown to be absence of a gain
+    mixout = rows["Mixout gives no significant gain over standard fine-tuning with debiased Adam"]
+    assert mixout.verdict == "not shown (no equivalence margin declared before the run)"
+    assert mixout.mde.endswith("(d 1.31)")  # 8 vs 8 seeds: d = 1.31 detectable at 80 % power
     vs_fix = rows["LLRD does not beat the simpler fixes (Re-init, longer training)"]
-    assert "reinit-3 (the better on validation)" in vs_fix.ours and vs_fix.verdict == "does not hold"
+    assert "reinit-3 (the better on validation)" in vs_fix.ours and vs_fix.verdict == "does not hold (significant gain)"
     assert "95 % CI" in vs_fix.ours
+    # the study file declared a margin: a TOST decides; a margin too tight for 8 seeds is "not shown"
+    for margin, expected in ((3, "equivalent (within ±3)"), (0.2, "not shown (±0.2 margin)")):
+        f.meta = {"config": f"name: x\nequivalence_margin: {margin}\n"}
+        rows = {r.claim: r for r in claims.adjust(claims.sec7_claims(f))}
+        mixout = rows["Mixout gives no significant gain over standard fine-tuning with debiased Adam"]
+        assert mixout.test == f"TOST, margin ±{margin:g}" and mixout.verdict == expected
+        assert rows["LLRD gives no significant gain over standard fine-tuning with debiased Adam"].verdict == \
+            "does not hold (significant gain)"

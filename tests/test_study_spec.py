@@ -331,3 +331,11 @@ def test_run_ids_change_with_the_split_version_and_the_batching_default():
     assert run_id_for("standard", "rte", "final", small) == "7d4809b21889ad5c"
     assert run_id_for("standard", "rte", "final", small, split_version=2) != run_id_for(
         "standard", "rte", "final", small)
+
+
+def test_equivalence_margin_is_declared_in_the_study_file():
+    assert parse_study(MINIMAL).equivalence_margin is None
+    assert parse_study(MINIMAL + "equivalence_margin: 1.5\n").equivalence_margin == 1.5
+    for bad in ("0", "-1", ".inf", "yes", "one"):
+        with pytest.raises(ConfigError, match="equivalence_margin"):
+            parse_study(MINIMAL + f"equivalence_margin: {bad}\n")

@@ -1,7 +1,8 @@
 """Statistics of multi-seed studies: the numbers behind the paper's tables and figures.
 
 * :func:`summary_table` -- mean +- std over seeds and a one-tailed t-test against a baseline
-  (Tables 1, 2, 4, 7; Section 4-6 use a one-tailed Student's t-test, p < 0.05).
+  (Tables 1, 2, 4, 7; Section 4-6 use a one-tailed Student's t-test, p < 0.05); the tests themselves are in
+  :mod:`stabletune.analysis.inference` (scipy / statsmodels).
 * :func:`degenerate_runs` -- runs that do not beat the majority-class baseline of their own test labels
   (Section 4; Table 3's constants only for imported results without labels).
 * :func:`expected_max_performance` -- expected test score of the model selected on validation among k random
@@ -26,7 +27,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from stabletune.analysis.frames import (
     MAIN_METRIC,
@@ -36,16 +36,13 @@ from stabletune.analysis.frames import (
     run_key_columns,
     task_order,
 )
+from stabletune.analysis.inference import one_tailed_ttest, ttest_name  # noqa: F401 (re-exported)
 from stabletune.errors import UserError
 from stabletune.metrics import NAN_SCORE, is_proportion
 from stabletune.tasks import PAPER_MAJORITY_TEST, PAPER_MAJORITY_VAL
 
 #: Training-set sizes of the tasks in Figure 1 (paper Table 3 / GLUE).
 PAPER_TRAIN_SIZES: dict[str, int] = {"RTE": 2490, "MRPC": 3668, "STS-B": 5749, "CoLA": 8551, "MNLI": 392702}
-
-#: Correlation-type metrics: NaN means the model predicted a constant (no correlation defined).
-CORRELATION_METRICS = frozenset({"spearman", "pearson", "corr", "mcc"})
-
 
 def fill_nan(values: Any) -> np.ndarray:
     """A float array with every NaN replaced by :data:`~stabletune.metrics.NAN_SCORE` (the one NaN rule)."""
@@ -60,48 +57,6 @@ def fine_tuning_iterations(n_train: int, *, batch_size: int = 32, epochs: int = 
 
 #: Iterations of the paper's recipe (batch 32, 3 epochs) -- the vertical lines of Figure 1.
 PAPER_ITERATIONS: dict[str, int] = {k: fine_tuning_iterations(v) for k, v in PAPER_TRAIN_SIZES.items()}
-
-
-# ------------------------------------------------------------------------------------------------
-# t-test
-# ------------------------------------------------------------------------------------------------
-def one_tailed_ttest(a: Sequence[float], b: Sequence[float], *, welch: bool = False) -> tuple[float, float]:
-    """One-tailed two-sample t-test of H1: mean(a) > mean(b) (paper Section 5: one-tailed Student's t-test).
-
-    Student's t with pooled variance by default (as the paper), Welch's t (unequal variances) with
-    ``welch=True``. NaN values are removed first (callers report them). Needs two finite values per side.
-
-    Returns:
-        ``(t, p)``; both NaN when a side has fewer than two values or both variances are zero with equal means.
-    """
-    x = np.asarray(a, dtype=float)
-    y = np.asarray(b, dtype=float)
-    x = x[~np.isnan(x)]
-    y = y[~np.isnan(y)]
-    n1, n2 = len(x), len(y)
-    if n1 < 2 or n2 < 2:
-        return float("nan"), float("nan")
-    v1, v2 = x.var(ddof=1), y.var(ddof=1)
-    if welch:
-        s1, s2 = v1 / n1, v2 / n2
-        se2 = s1 + s2
-        dof = se2**2 / (s1**2 / (n1 - 1) + s2**2 / (n2 - 1)) if se2 > 0 else 1.0
-    else:
-        pooled = ((n1 - 1) * v1 + (n2 - 1) * v2) / (n1 + n2 - 2)
-        se2 = pooled * (1.0 / n1 + 1.0 / n2)
-        dof = n1 + n2 - 2
-    diff = x.mean() - y.mean()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = diff / np.sqrt(se2)
-    if np.isnan(t):
-        return float("nan"), float("nan")
-    return float(t), float(sps.t.sf(t, dof))
-
-
-def ttest_name(welch: bool) -> str:
-    """Human-readable name of the test :func:`one_tailed_ttest` runs."""
-    return ("one-tailed Welch's t-test (unequal variances)" if welch
-            else "one-tailed Student's t-test (pooled, equal variances)")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ never changes what a run does. The file (see ``docs/studies.md``)::
     tasks: [rte, {task: sst-2, split: paper-1k, name: sst-2-1k}]
     seeds: 3                         # or [0, 5, 9], or {init: 10, data: 10} (Appendix B)
     baseline: adamw                  # the method reports compare against
+    equivalence_margin: 1.0          # optional: points (score x 100) within which "no gain" claims are tested (TOST)
 
 Precedence of run options (lowest to highest): RunConfig defaults < ``base`` < task entry < method <
 search candidate < seeds; the study's ``data_dir`` fills runs that set none; ``--data-dir`` wins over all.
@@ -36,7 +37,8 @@ import yaml
 from stabletune.config import FIELDS, RunConfig, coerce, make_config
 from stabletune.errors import ConfigError
 
-STUDY_KEYS = ("name", "description", "base", "methods", "tasks", "seeds", "search_seeds", "baseline", "data_dir")
+STUDY_KEYS = ("name", "description", "base", "methods", "tasks", "seeds", "search_seeds", "baseline", "data_dir",
+              "equivalence_margin")
 METHOD_KEYS = ("search", "search_seeds")
 PHASES = ("search", "final")
 
@@ -232,6 +234,7 @@ class StudySpec:
     description: str | None = None
     data_dir: str | None = None
     data_dir_override: str | None = None
+    equivalence_margin: float | None = None
 
     # --- derived -------------------------------------------------------------------------------
     @property
@@ -450,9 +453,14 @@ def parse_study(text: str, path: str | Path | None = None) -> StudySpec:
     if data_dir is not None:
         data_dir = _resolve_path(str(data_dir), anchor)
     description = raw.get("description")
+    margin = raw.get("equivalence_margin")
+    if margin is not None:
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not (0 < margin < float("inf")):
+            raise bad(f"equivalence_margin: {margin!r} is not a positive number (points, score x 100)")
+        margin = float(margin)
     spec = StudySpec(name=name, path=p, text=text, base=base, methods=methods, tasks=tasks, seeds=seeds,
                      baseline=baseline, description=None if description is None else str(description),
-                     data_dir=data_dir)
+                     data_dir=data_dir, equivalence_margin=margin)
     _validate_runs(spec)
     return spec
 
