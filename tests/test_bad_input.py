@@ -401,3 +401,43 @@ def test_encode_refuses_a_length_it_cannot_truncate_to_and_counts_truthfully(tin
         encode(tok, rows, max_length=2, is_regression=False)
     enc = encode(tok, rows, max_length=5, is_regression=False)  # 3 special tokens + one of each text
     assert enc.num_truncated == 1 and max(enc.lengths) <= 5 and enc.lengths[1] == 5
+
+
+# ---------------------------------------------------------------------------------- Trainer integration (issue 23)
+@pytest.mark.parametrize("change, match", [
+    (dict(args=None), r"^invalid args: expected transformers.TrainingArguments, got NoneType"),
+    (dict(args={}), r"^invalid args: expected transformers.TrainingArguments, got dict"),
+    (dict(seed=2**70), r"^invalid seed: 1180591620717411303424 \(an integer"),
+    (dict(seed=-1), r"^invalid seed: -1"),
+    (dict(seed="3"), r"^invalid seed: '3'"),
+    (dict(pretrained_wd=float("inf")), r"^invalid pretrained_wd: inf"),
+    (dict(llrd=float("nan")), r"^invalid llrd: nan"),
+    (dict(model="bert"), r"^invalid model: expected a torch.nn.Module"),
+], ids=["args-none", "args-dict", "seed-2**70", "seed-negative", "seed-str", "pretrained-wd-inf", "llrd-nan",
+        "model-str"])
+def test_prepare_for_trainer_names_the_bad_argument(make_tiny, change, match):
+    pytest.importorskip("accelerate")
+    from transformers import TrainingArguments
+
+    from stabletune.integrations.hf import prepare_for_trainer
+
+    model = make_tiny("bert", num_labels=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    kwargs = {"model": model, "args": TrainingArguments(output_dir="unused", report_to="none", use_cpu=True),
+              "reinit_layers": 1, **change}
+    with pytest.raises(ValueError, match=match):
+        prepare_for_trainer(kwargs.pop("model"), kwargs.pop("args"), **kwargs)
+    assert all(v.equal(before[k]) for k, v in model.state_dict().items())  # refused before the model was touched
+
+
+def test_prepare_for_trainer_refuses_a_model_prepared_twice(make_tiny):
+    pytest.importorskip("accelerate")
+    from transformers import TrainingArguments
+
+    from stabletune.integrations.hf import prepare_for_trainer
+
+    args = TrainingArguments(output_dir="unused", report_to="none", use_cpu=True)
+    model = make_tiny("bert", num_labels=2)
+    prepare_for_trainer(model, args, reinit_layers=1)
+    with pytest.raises(ValueError, match="^invalid model: it was already prepared"):
+        prepare_for_trainer(model, args, reinit_layers=1)

@@ -33,6 +33,7 @@ the optimizer yourself), DeepSpeed/FSDP (they build their own optimizer).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,6 +93,38 @@ class TrainerSetup:
         return [self.callback]
 
 
+_PREPARED = "_stabletune_prepared"  # set on a model once prepare_for_trainer() has changed it
+_ARGS_READ = ("learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "seed")
+
+
+def _check_arguments(model: Any, args: Any, *, seed: Any, init_generator: Any, llrd: Any, pretrained_wd: Any,
+                     mixout: Any) -> None:
+    """Refuse, before the model is touched, what the CLI would refuse: each error names the argument."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"invalid model: expected a torch.nn.Module (a *ForSequenceClassification model), "
+                         f"got {type(model).__name__}")
+    if getattr(model, _PREPARED, False):
+        raise ValueError("invalid model: it was already prepared by prepare_for_trainer() (re-init and Mixout "
+                         "would be applied twice); load the model again")
+    missing = [name for name in _ARGS_READ if not hasattr(args, name)]
+    if missing:
+        raise ValueError(f"invalid args: expected transformers.TrainingArguments, got {type(args).__name__} "
+                         f"without {', '.join(missing)}")
+    for name in _ARGS_READ[:-1]:
+        value = getattr(args, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"invalid args.{name}: {value!r} (a finite number)")
+    for name, value in (("llrd", llrd), ("pretrained_wd", pretrained_wd), ("mixout", mixout)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"invalid {name}: {value!r} (a finite number)")
+    if init_generator is None:
+        value, name = (args.seed, "args.seed") if seed is None else (seed, "seed")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64:
+            raise ValueError(f"invalid {name}: {value!r} (an integer in [0, 2**64))")
+    elif not isinstance(init_generator, torch.Generator):
+        raise ValueError(f"invalid init_generator: expected a torch.Generator, got {type(init_generator).__name__}")
+
+
 def prepare_for_trainer(model: nn.Module, args: Any, *, reinit_layers: int = 0, reinit_pooler: bool = False,
                         mixout: float = 0.0, mixout_targets: str = "all", mixout_granularity: str = "neuron",
                         optimizer: str = "adamw", llrd: float = 1.0, pretrained_wd: float = 0.0,
@@ -130,6 +163,8 @@ def prepare_for_trainer(model: nn.Module, args: Any, *, reinit_layers: int = 0, 
     """
     from stabletune.errors import UserError
 
+    _check_arguments(model, args, seed=seed, init_generator=init_generator, llrd=llrd, pretrained_wd=pretrained_wd,
+                     mixout=mixout)
     if init_generator is None:
         init_generator = torch.Generator().manual_seed(int(args.seed if seed is None else seed))
     try:
@@ -147,6 +182,7 @@ def prepare_for_trainer(model: nn.Module, args: Any, *, reinit_layers: int = 0, 
     if pretrained_wd > 0:
         # On the optimizer itself: runs after every real step, before Trainer's scheduler.step() (the step's lr).
         opt.register_step_post_hook(lambda _opt, _args, _kwargs: after_step())
+    setattr(prepared.model, _PREPARED, True)
     param_ids = frozenset(id(p) for g in opt.param_groups for p in g["params"])
     record = {**prepared.record, "integration": "transformers.Trainer",
               "post_step": "optimizer step post-hook" if pretrained_wd > 0 else None}
