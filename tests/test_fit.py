@@ -420,7 +420,8 @@ def test_fit_resumes_after_sigkill_without_recomputing(tiny_model, tmp_path):
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("case", ["missing column", "no text columns", "empty train", "unknown test label",
                                   "two seeds", "bad budget", "bad metric", "regression metric",
-                                  "missing file", "dev file with glue", "out is a file", "too long"])
+                                  "missing file", "dev file with glue", "out is a file", "too long",
+                                  "negative workers", "unknown device", "fp16 on cpu"])
 def test_fit_bad_input_one_line_exit_2(case, tiny_model, tmp_path, capsys):
     from stabletune.cli import main
 
@@ -454,6 +455,12 @@ def test_fit_bad_input_one_line_exit_2(case, tiny_model, tmp_path, capsys):
         (tmp_path / "out").write_text("")
     elif case == "too long":
         args += ["--max-seq-length", "100000"]
+    elif case == "negative workers":  # issue 23: these three used to start the search and fail in its first run
+        args += ["--workers", "-1"]
+    elif case == "unknown device":
+        args += ["--device", "tpu"]
+    elif case == "fp16 on cpu":
+        args += ["--device", "cpu", "--precision", "fp16"]
     code = main(args)
     err = capsys.readouterr().err.strip()
     assert code == 2, err

@@ -667,9 +667,13 @@ def fit(*, out: str | os.PathLike, train_file: str | None = None, dev_file: str 
                          metric=metric, run_options=run_options)
     base_cfg = make_config(base)
     from stabletune.cli.train import check_inputs
-    from stabletune.engine.setup import load_run_data
+    from stabletune.engine.setup import load_run_data, resolve_device, resolve_precision
 
     check_inputs(base_cfg)  # --max-seq-length against the model, before reading data
+    # what every run would refuse in its first second, refused before the search starts (issue 23)
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+        raise ConfigError(f"invalid option --workers: {workers!r} (0 runs in this process, N >= 1 worker processes)")
+    resolve_precision(base_cfg.precision, resolve_device(base_cfg.device))
 
     spec, splits = load_run_data(base_cfg)
     if test_file is not None:
