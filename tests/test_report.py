@@ -550,6 +550,12 @@ def test_report_from_export_cli_errors(tmp_path, capsys):
     # the default folder is named after the study folder of docs/results/<study>/export
     assert report_cli._source_name(_cli(["report", "--from-export", str(export)])) == "syn"
     assert report_cli._source_name(_cli(["report", "--from-export", str(tmp_path / "docs")])) == "docs"
+    # an unknown metric is refused before anything is written (issue 23: the folder used to be made first)
+    task = _synthetic_frames().metrics["task"].iloc[0]
+    assert main(["report", "--from-export", str(export), "--out", str(tmp_path / "m"), "--metric", f"{task}=f9"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'f9' not in the results" in err
+    assert not (tmp_path / "m").exists()
 
 
 def test_a_renamed_task_reports_the_metric_its_runs_were_scored_on(tmp_path):

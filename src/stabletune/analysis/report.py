@@ -341,6 +341,8 @@ def write_report(
     checkpoints = [c for c in ("best", "last") if ((m["checkpoint"] == c) & (m["split"] == "test")).any()]
     if not checkpoints:
         raise UserError("the results hold no test-split values: nothing to report")
+    for task in task_order(m["task"]):  # an unknown metric is refused before the output folder is touched
+        resolve_metric(m, task, metric_by_task)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # Everything is written to a private folder first and moved into place at the end: a failing report leaves the
