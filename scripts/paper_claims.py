@@ -337,7 +337,7 @@ def sec5_claims(f: ResultsFrames | None) -> list[Row]:
         rows.append(Row("The best number of re-initialised blocks L varies across tasks", "Fig. 5, 13",
                         " / ".join(ts), "RTE L=6? per Fig. 5; varies across the 8 datasets",
                         ", ".join(f"{t}: {best[t]}" for t in ts), "each task's best L vs the other's on validation, "
-                        "Student t one-tailed, max of the two p", p, directional(True), SEC5))  # noqa: E501
+                        "Student t one-tailed, max of the two p", p, directional(True), SEC5))
     elif len(ts) == 2:
         rows.append(Row("The best number of re-initialised blocks L varies across tasks", "Fig. 5, 13",
                         " / ".join(ts), "varies across the 8 datasets", f"same L on both: {best[ts[0]]}", "—",

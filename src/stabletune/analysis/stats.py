@@ -36,7 +36,7 @@ from stabletune.analysis.frames import (
     run_key_columns,
     task_order,
 )
-from stabletune.analysis.inference import one_tailed_ttest, ttest_name  # noqa: F401 (re-exported)
+from stabletune.analysis.inference import one_tailed_ttest, ttest_name
 from stabletune.errors import UserError
 from stabletune.metrics import NAN_SCORE, is_proportion
 from stabletune.tasks import PAPER_MAJORITY_TEST, PAPER_MAJORITY_VAL

@@ -94,7 +94,7 @@ class TrainerSetup:
 
 
 _PREPARED = "_stabletune_prepared"  # set on a model once prepare_for_trainer() has changed it
-_ARGS_READ = ("learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "seed")
+_ARGS_RATES = ("learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon")  # read from args
 
 
 def _check_arguments(model: Any, args: Any, *, seed: Any, init_generator: Any, llrd: Any, pretrained_wd: Any,
@@ -106,19 +106,17 @@ def _check_arguments(model: Any, args: Any, *, seed: Any, init_generator: Any, l
     if getattr(model, _PREPARED, False):
         raise ValueError("invalid model: it was already prepared by prepare_for_trainer() (re-init and Mixout "
                          "would be applied twice); load the model again")
-    missing = [name for name in _ARGS_READ if not hasattr(args, name)]
+    missing = [name for name in (*_ARGS_RATES, "seed") if not hasattr(args, name)]
     if missing:
         raise ValueError(f"invalid args: expected transformers.TrainingArguments, got {type(args).__name__} "
                          f"without {', '.join(missing)}")
-    for name in _ARGS_READ[:-1]:
-        value = getattr(args, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"invalid args.{name}: {value!r} (a finite number)")
-    for name, value in (("llrd", llrd), ("pretrained_wd", pretrained_wd), ("mixout", mixout)):
+    numbers = [(f"args.{name}", getattr(args, name)) for name in _ARGS_RATES]
+    for name, value in numbers + [("llrd", llrd), ("pretrained_wd", pretrained_wd), ("mixout", mixout)]:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"invalid {name}: {value!r} (a finite number)")
     if init_generator is None:
-        value, name = (args.seed, "args.seed") if seed is None else (seed, "seed")
+        name = "args.seed" if seed is None else "seed"
+        value = args.seed if seed is None else seed
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64:
             raise ValueError(f"invalid {name}: {value!r} (an integer in [0, 2**64))")
     elif not isinstance(init_generator, torch.Generator):
