@@ -129,7 +129,11 @@ def test_report_from_export_equals_report_from_database(tiny_model, tmp_path, ca
 
     # every frame the report reads is exported, and the search phase beside it
     meta = json.loads((export / "meta.json").read_text())
-    assert set(meta["tables"]) == {"metrics", "train_loss", "evals", "param_distance", "runs"}
+    assert set(meta["tables"]) == {"metrics", "train_loss", "evals", "param_distance", "runs", "predictions"}
+    assert meta["format_version"] == 2  # the predictions table: readers of version 1 would refuse it
+    # every run's best and last test predictions, one row each, as many examples as the run was tested on
+    preds = meta["tables"]["predictions"]
+    assert preds["rows"] == 2 * meta["meta"]["n_runs"]
     assert meta["meta"]["source"] == "ex.db" and meta["meta"]["study_file"] == "ex.yaml"
     assert meta["meta"]["phase"] == "final" and meta["meta"]["n_runs"] == 6
     assert meta["tables"]["metrics"]["columns"]["seed"] == "int64"

@@ -123,6 +123,8 @@ class ResultsFrames:
         evals: validation curve ``method, task, seed, step, metric, value``.
         param_distance: ``method, task, seed, step, block, distance`` (paper Figure 7).
         runs: one row per run ``method, task, seed, status (finished|failed|diverged|killed), ...``.
+        predictions: per-example test predictions ``method, task, seed, checkpoint, split, n, data`` (``data``
+            one text per run and checkpoint, :mod:`stabletune.predcodec`; optional ``split_seed``, ``run_id``).
         meta: study config text (``config``), software versions (``versions``), ``n_runs``, ``source`` ...
     """
 
@@ -131,6 +133,7 @@ class ResultsFrames:
     evals: pd.DataFrame | None = None
     param_distance: pd.DataFrame | None = None
     runs: pd.DataFrame | None = None
+    predictions: pd.DataFrame | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -140,6 +143,7 @@ class ResultsFrames:
             "evals": ("method", "task", "seed", "step", "metric", "value"),
             "param_distance": ("method", "task", "seed", "step", "block", "distance"),
             "runs": ("method", "task", "seed", "status"),
+            "predictions": ("method", "task", "seed", "checkpoint", "split", "n", "data"),
         }
         for name, cols in specs.items():
             frame = getattr(self, name)
@@ -366,10 +370,10 @@ def from_long_csv(
 #: ``format`` of an export's meta.json; ``format_version`` is raised when a reader of an older version could
 #: misread a newer export (it then refuses it instead).
 EXPORT_FORMAT = "stabletune-results-export"
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2  # 2: the predictions table (an export without one is still written as version 1)
 EXPORT_META = "meta.json"
 #: The frames of :class:`ResultsFrames`, in the order they are written; each is ``<name>.csv``.
-FRAME_NAMES = ("metrics", "train_loss", "evals", "param_distance", "runs")
+FRAME_NAMES = ("metrics", "train_loss", "evals", "param_distance", "runs", "predictions")
 _INT_KINDS = {"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
 _FLOAT_KINDS = {"float32", "float64"}
 _EXTENSION_KINDS = {"Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64", "Float32",
@@ -493,7 +497,8 @@ def _write_export(frames: ResultsFrames, folder: Path) -> None:
         # na_rep "" (NaN and None), floats as numpy's shortest repr that reads back to the same bits
         frame.to_csv(folder / file, index=False, lineterminator="\n")
         tables[name] = {"file": file, "rows": len(frame), "columns": dtypes}
-    doc = {"format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "tables": tables, "meta": frames.meta}
+    version = EXPORT_VERSION if "predictions" in tables else 1  # readers of version 1 read it whole
+    doc = {"format": EXPORT_FORMAT, "format_version": version, "tables": tables, "meta": frames.meta}
     try:
         text = json.dumps(doc, indent=2, ensure_ascii=False, default=_jsonable)
     except (TypeError, ValueError) as exc:

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from stabletune.analysis import plots
+from stabletune.analysis.agreement import agreement_table
 from stabletune.analysis.frames import (
     ResultsFrames,
     display_task,
@@ -489,6 +490,13 @@ def _write(frames: ResultsFrames, root: Path, *, baseline: str, welch: bool, tit
         add_csv(f"degenerate_{ck}", degenerate[ck])
         _degenerate_block(doc, degenerate[ck], ck=ck)
 
+    # -- agreement between seeds (per-example predictions; absent from results stored without them) ---------
+    if frames.predictions is not None:
+        agreement = pd.concat([agreement_table(frames.predictions, checkpoint=ck) for ck in checkpoints],
+                              ignore_index=True)
+        add_csv("agreement", agreement)
+        _agreement_block(doc, agreement, checkpoints=checkpoints)
+
     # -- box plots ---------------------------------------------------------------------------------
     doc.heading(2, "Distribution over random seeds (Figures 2, 5, 13)")
     for ck in checkpoints:
@@ -634,6 +642,23 @@ def _degenerate_block(doc: _Doc, d: pd.DataFrame, *, ck: str) -> None:
     notes = ["Thresholds: " + "; ".join(thr) + ". \"constant\": NaN score (constant predictions), included in the count."]
     doc.para(f"{ck.capitalize()} checkpoint:")
     doc.table(header, rows, table_id=f"degenerate-{ck}", notes=notes)
+
+
+def _agreement_block(doc: _Doc, a: pd.DataFrame, *, checkpoints: list[str]) -> None:
+    doc.heading(2, "Agreement between seeds (per-example test predictions)")
+    doc.para("Two seeds can score alike and still predict different examples (Du & Nguyen, ACL 2023). "
+             "Disagreement: over every pair of runs of a method, the fraction of test examples the two predict "
+             "differently (regression: the mean absolute difference of their predicted scores, in label units). "
+             "Fleiss' kappa: the runs as raters of the test examples (1 = all seeds alike; 0 = chance agreement "
+             "given the class frequencies; classification only). Runs are compared within one split seed.")
+    for ck in checkpoints:
+        rows = [[r.method, display_task(r.task), r.split_seed, r.n_runs, r.n_examples,
+                 (_fmt(100 * r.disagreement) + " %") if r.kind == "class" else _fmt(r.disagreement, 3),
+                 _fmt(r.fleiss_kappa, 3)]
+                for r in a[a["checkpoint"] == ck].itertuples()]
+        if rows:
+            doc.table(["Method", "Task", "Split seed", "Runs", "Examples", "Disagreement", "Fleiss' κ"], rows,
+                      table_id=f"agreement-{ck}", notes=[f"{ck} checkpoint."])
 
 
 def _expected_block(doc: _Doc, m: pd.DataFrame, checkpoints: list[str], *, metric_by_task: dict[str, str] | None,

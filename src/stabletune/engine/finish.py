@@ -18,6 +18,7 @@ from stabletune.engine import loop as _loop
 from stabletune.engine.loop import LoopState, Step
 from stabletune.engine.runlog import RunFolder
 from stabletune.engine.setup import Run
+from stabletune.predcodec import encode_predictions
 
 
 @dataclass
@@ -40,6 +41,8 @@ class RunResult:
     environment: dict = field(default_factory=dict)
     error: str | None = None
     out_dir: str | None = None
+    #: per-example test predictions of each checkpoint ("best", "last"), encoded by :mod:`stabletune.predcodec`
+    predictions: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -116,13 +119,16 @@ def finish(run: Run, state: LoopState, step: Step) -> list[RunResult]:
         t_test = time.perf_counter()
         last = {"step": ms.steps, "val": ms.last_val, "test": None}
         best = {"step": ms.best_step, "val": ms.best_val, "test": None}
+        predictions: dict[str, np.ndarray] = {}
         if ms.steps > 0 and ms.status != "diverged":
-            last["test"], last["test_loss"], _ = _loop.evaluate(m.model, enc["test"], spec, **ev)
+            last["test"], last["test_loss"], preds = _loop.evaluate(m.model, enc["test"], spec, **ev)
+            predictions["last"] = preds
         if ms.best_state is not None and best["step"] == last["step"] and last["test"] is not None:
             best["test"], best["test_loss"] = last["test"], last["test_loss"]  # the same weights: test once
+            predictions["best"] = predictions["last"]
         elif ms.best_state is not None:
             m.model.load_state_dict(ms.best_state)
-            best["test"], best["test_loss"], _ = _loop.evaluate(m.model, enc["test"], spec, **ev)
+            best["test"], best["test_loss"], predictions["best"] = _loop.evaluate(m.model, enc["test"], spec, **ev)
         t_test = time.perf_counter() - t_test
 
         timings = {"wall_s": time.perf_counter() - run.t_start, "train_s": state.train_s, "eval_s": ms.eval_s,
@@ -134,6 +140,8 @@ def finish(run: Run, state: LoopState, step: Step) -> list[RunResult]:
             status=ms.status, config=m.cfg.to_dict(), seeds=m.seeds, task=task_record(spec),
             num_steps=run.total, warmup_steps=run.warmup, best=best, last=last, train_log=ms.train_log,
             evals=ms.evals, error=ms.error,
+            predictions={ck: encode_predictions(p, regression=spec.is_regression)
+                         for ck, p in predictions.items() if len(p)},
             data={"sizes": {n: len(v) for n, v in enc.items()},
                   "truncated": {n: v.num_truncated for n, v in enc.items()}, "steps_per_epoch": run.per_epoch,
                   "majority_baseline": majority_baselines(spec, enc), "split": run.splits.record()},

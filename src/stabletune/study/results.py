@@ -110,7 +110,8 @@ def load_frames(study_path: str | Path | StudySpec, *, db: str | Path | None = N
     Returns:
         ResultsFrames with ``metrics`` (method, task, seed, checkpoint, split, metric, value, init_seed,
         data_seed, run_id, status, max_steps, majority_baseline of the split's labels), ``train_loss``,
-        ``evals``, ``param_distance``, ``runs`` and ``meta`` (study config text, versions, run counts). Only runs with a terminal status are included.
+        ``evals``, ``param_distance``, ``runs``, ``predictions`` (per-example test predictions, when the
+        database has them: schema version 2) and ``meta`` (study config text, versions, run counts). Only runs with a terminal status are included.
     """
     from stabletune.analysis.frames import ResultsFrames
 
@@ -132,6 +133,7 @@ def load_frames(study_path: str | Path | StudySpec, *, db: str | Path | None = N
         train_loss = _query(store, "train_loss", ids)
         evals = _query(store, "evals", ids)
         dist = _query(store, "param_distance", ids)
+        preds = _query(store, "predictions", ids) if store.has_table("predictions") else pd.DataFrame()
         spec_row = store.latest_spec()
         versions: dict[str, Any] = {}
         for r in rows:
@@ -173,6 +175,8 @@ def load_frames(study_path: str | Path | StudySpec, *, db: str | Path | None = N
         train_loss=with_keys(train_loss, ["step", "loss", "lr", "grad_norm"]) if not train_loss.empty else None,
         evals=with_keys(evals, ["step", "epoch", "metric", "value"]) if not evals.empty else None,
         param_distance=with_keys(dist, ["step", "block", "distance"]) if not dist.empty else None,
+        predictions=(with_keys(preds.merge(runs[["run_id", "split_seed"]], on="run_id"),
+                               ["checkpoint", "split", "split_seed", "n", "data"]) if not preds.empty else None),
         runs=runs if not runs.empty else None,
         meta=meta,
     )

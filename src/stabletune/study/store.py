@@ -13,6 +13,11 @@ Tables (schema version :data:`SCHEMA_VERSION`)::
     train_loss      run_id, step, loss, lr, grad_norm
     test_metrics    run_id, checkpoint (best|last), split (val|test), step, metric, value
     param_distance  run_id, step, block, distance              (Figure 7)
+    predictions     run_id, checkpoint (best|last), split (test), n, data  (per-example predictions, one text:
+                    :mod:`stabletune.predcodec`; schema version 2)
+
+Version 1 databases (no predictions table) are read as they are and upgraded in place by the next writer (the
+table is added; their runs keep no predictions).
 
 Crash safety: a run's whole result (its row update and every curve) is written in ONE ``BEGIN IMMEDIATE``
 transaction, so a SIGKILL at any moment leaves the run either complete or not finished (then redone), never
@@ -33,8 +38,9 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from stabletune.errors import DataError, UserError
+from stabletune.predcodec import decode_predictions
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TERMINAL = ("finished", "failed", "diverged", "killed")
 STATUSES = ("pending", "running", *TERMINAL)
 RESULT_STATUSES = ("finished", "diverged", "killed")
@@ -114,9 +120,17 @@ CREATE TABLE IF NOT EXISTS param_distance (
     distance REAL,
     PRIMARY KEY (run_id, step, block)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS predictions (
+    run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    checkpoint TEXT NOT NULL CHECK (checkpoint IN ('best', 'last')),
+    split TEXT NOT NULL CHECK (split IN ('val', 'test')),
+    n INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (run_id, checkpoint, split)
+) WITHOUT ROWID;
 """
 
-_CURVE_TABLES = ("evals", "train_loss", "test_metrics", "param_distance")
+_CURVE_TABLES = ("evals", "train_loss", "test_metrics", "param_distance", "predictions")
 
 
 def utcnow() -> str:
@@ -270,8 +284,8 @@ class Store:
             if version is not None and version > SCHEMA_VERSION:
                 raise DataError(f"{self.path}: study database schema version {version} is newer than this "
                                 f"stabletune supports ({SCHEMA_VERSION}); upgrade stabletune to read it")
-            if version == SCHEMA_VERSION:
-                return
+            if version == SCHEMA_VERSION or (version is not None and not create):
+                return  # current, or an older version read as it is (its missing tables read as empty)
         if not create:
             empty = self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
             raise DataError(f"{self.path}: " + ("empty study database (stopped before its first run?): run "
@@ -283,6 +297,8 @@ class Store:
                     c.execute(statement)
             if c.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
                 c.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            else:  # an older database: its new tables were just added (every CREATE above is IF NOT EXISTS)
+                c.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
 
     def close(self) -> None:
         """Close; a writer first leaves WAL mode (checkpointing the log into the file), so that a database no
@@ -400,6 +416,8 @@ class Store:
         tests = [(run_id, ck, split, point.get("step"), m, _num(v))
                  for ck, point in (("best", best), ("last", last))
                  for split in ("val", "test") for m, v in (point.get(split) or {}).items()]
+        preds = [(run_id, ck, "test", len(decode_predictions(text)), text)
+                 for ck, text in (result.get("predictions") or {}).items()]
         with self.transaction() as c:
             if _holds_result(c, run_id):
                 return False
@@ -409,6 +427,7 @@ class Store:
             c.executemany("INSERT INTO train_loss VALUES (?,?,?,?,?)", losses)
             c.executemany("INSERT INTO test_metrics VALUES (?,?,?,?,?,?)", tests)
             c.executemany("INSERT INTO param_distance VALUES (?,?,?,?)", params)
+            c.executemany("INSERT INTO predictions VALUES (?,?,?,?,?)", preds)
             c.execute(
                 "UPDATE runs SET status = ?, error = ?, main_metric = ?, best_val = ?, best_step = ?, "
                 "last_step = ?, num_steps = ?, wall_s = ?, train_s = ?, examples_per_s = ?, peak_memory_mb = ?, "
@@ -463,6 +482,11 @@ class Store:
             out += self.conn.execute(f"SELECT * FROM runs WHERE run_id IN ({','.join('?' * len(chunk))}) "
                                      "ORDER BY rowid", chunk).fetchall()
         return out
+
+    def has_table(self, name: str) -> bool:
+        """Whether the database has table ``name`` (a version 1 database has no ``predictions``)."""
+        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                 (name,)).fetchone() is not None
 
     def statuses(self) -> dict[str, str]:
         return {r[0]: r[1] for r in self.conn.execute("SELECT run_id, status FROM runs")}
