@@ -492,7 +492,7 @@ def test_read_export_errors_name_the_file(tmp_path):
     cases = [
         ("{", "meta.json: not valid JSON"),
         (json.dumps({**doc, "format": "other"}), "not a results export's meta.json"),
-        (json.dumps({**doc, "format_version": 99}), "export format version 99; this stabletune reads versions 1 to 1"),
+        (json.dumps({**doc, "format_version": 99}), "export format version 99; this stabletune reads versions 1 to 2"),
         (json.dumps({**doc, "tables": {**doc["tables"], "extra": {}}}), r"unknown table\(s\) \['extra'\]"),
     ]
     for text, msg in cases:

@@ -155,8 +155,13 @@ def test_report_from_export_equals_report_from_database(tiny_model, tmp_path, ca
     assert report_differences(from_db, from_export, figures=True) == []
     md = (from_export / "report.md").read_text()
     assert "Results: `ex.db`, beside the study file `ex.yaml`." in md and str(tmp_path) not in md
-    for section in ("Training loss", "Validation score during training", "L2 distance to the initial parameters"):
+    for section in ("Training loss", "Validation score during training", "L2 distance to the initial parameters",
+                    "Agreement between seeds (per-example test predictions)"):
         assert f"## {section}" in md
+    # the agreement table is computed from the exported predictions: one row per method, task and checkpoint
+    agreement = pd.read_csv(from_export / "tables" / "agreement.csv")
+    assert len(agreement) == 2 * len(set(pd.read_csv(export / "metrics.csv")["method"]))
+    assert agreement["disagreement"].between(0, 1).all() and (agreement["n_runs"] >= 2).all()
     # a report of the search phase, from its own export folder
     assert main(["report", "--from-export", str(export / "search"), "--out", str(tmp_path / "search"),
                  *options]) == 0

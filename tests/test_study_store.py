@@ -260,3 +260,31 @@ def test_export_csv_and_parquet(study, tmp_path):
     pq = export_results(study, fmt="parquet", out=tmp_path / "o" / "r.parquet")
     assert len(pd.read_parquet(pq)) == 4
     assert not math.isnan(pd.read_parquet(pq)["best_val"].iloc[0])
+
+
+def test_predictions_are_stored_per_checkpoint(store):
+    s, runs = store
+    run = runs[0]
+    res = {**fake_result(run.config), "predictions": {"best": "c:0110", "last": "c:0100"}}
+    assert s.record_result(run.run_id, res)
+    rows = s.conn.execute("SELECT checkpoint, split, n, data FROM predictions WHERE run_id = ? ORDER BY checkpoint",
+                          (run.run_id,)).fetchall()
+    assert [tuple(r) for r in rows] == [("best", "test", 4, "c:0110"), ("last", "test", 4, "c:0100")]
+
+
+def test_version_1_database_is_read_as_is_and_upgraded_by_a_writer(store):
+    s, runs = store
+    s.record_result(runs[0].run_id, fake_result(runs[0].config))
+    with s.transaction() as c:  # make it what stabletune 0.1 wrote: version 1, no predictions table
+        c.execute("DROP TABLE predictions")
+        c.execute("UPDATE schema_version SET version = 1")
+    path = s.path
+    s.close()
+    reader = Store.open(path, readonly=True)
+    assert not reader.has_table("predictions") and len(reader.runs()) == 4
+    reader.close()
+    writer = Store.open(path, create=True)
+    assert writer.has_table("predictions")
+    assert writer.conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    assert writer.runs([runs[0].run_id])[0]["status"] == "finished"  # nothing lost
+    writer.close()
