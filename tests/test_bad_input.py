@@ -169,6 +169,11 @@ CASES = [
          "special tokens to each sentence pair; give at least 5", loads=TRAIN),
     Case("max-seq-length-2-one-text", lambda c: c.user_train(["a,pos", "b,neg"], None, "--max-seq-length", "2"),
          "to each text; give at least 3", loads=TRAIN),
+    Case("text-columns-on-a-glue-task", lambda c: c.train("--text-columns", "sentence"),
+         "--text-columns: applies to your own files (--train-file); GLUE task 'rte'", loads=TRAIN,
+         after=_absent("run")),
+    Case("label-column-on-a-glue-task", lambda c: c.train("--label-column", "y"),
+         "--label-column: applies to your own files", loads=TRAIN, after=_absent("run")),
     # --- study files: the same seed rule as train -------------------------------------------------
     Case("study-seed-negative", lambda c: [
         "study", "status", str(c.file("neg.yaml", STUDY.replace("seeds: 2", "seeds: [-1]")))],
@@ -221,6 +226,11 @@ CASES = [
                                             str(c.tmp / "notes")])[1],
          "holds something other than a results export", loads=STUDY_READS,
          after=lambda c: _same(c.tmp / "notes", ["todo.txt"], "mine\n")),
+    Case("export-csv-of-a-study-never-run", lambda c: ["study", "export", str(_planned_only(c))],
+         "bi.yaml: the study has no results to export yet (4 pending)", after=_absent("st/bi.csv")),
+    Case("export-tables-of-a-study-never-run", lambda c: [
+        "study", "export", str(_planned_only(c)), "--format", "tables", "--out", str(c.tmp / "nexp")],
+         "the study has no results to export yet (4 run(s) planned, none with a result)", after=_absent("nexp")),
     Case("report-from-export-missing", lambda c: [
         "report", "--from-export", str(c.tmp / "noexp"), "--out", str(c.tmp / "rep")],
          "export folder not found", after=_absent("rep")),
@@ -252,16 +262,79 @@ CASES = [
          "dev.csv, line 3: empty value in column 'label' (a missing label is not a class)", after=_absent("run")),
     Case("csv-train-label-nan", lambda c: c.user_train(["a,pos", "b,neg"], ["a,pos", "b,neg", "c,nan"]),
          "train.csv, line 4: label 'nan'", after=_absent("run")),
+    Case("csv-repeated-header", lambda c: (c.user_train(["a,pos", "b,neg"]),
+                                           c.file("train.csv", "sentence,label,sentence\na,pos,b\nc,neg,d\n"))[0],
+         "train.csv, line 1: column name(s) 'sentence' appear more than once", after=_absent("run")),
     Case("dev-of-2-rows-halved", lambda c: c.user_train(["good one,pos", "bad one,neg"]),
          "dev.csv has only 2 example(s)", outcome="warn"),
     # --- wording ------------------------------------------------------------------------------------
     Case("report-prefix-not-doubled", lambda c: ["report"], "give exactly one source: a study YAML file, --from-csv",
          also_not="stabletune report:"),
+    # --- imported task names become file names: the study-file rule holds for them too (path traversal) -------
+    Case("report-csv-task-escapes-the-folder", lambda c: [
+        "report", "--from-csv", str(c.file("t.csv", _seed_grid_csv("x/../../../../elsewhere/PWNED"))),
+        "--init-seed-col", "init", "--data-seed-col", "data", "--out", str(c.tmp / "trep")],
+         "t.csv: row 2: task name 'x/../../../../elsewhere/PWNED' must be a word of letters",
+         after=lambda c: (_absent("trep", "elsewhere")(c), _nothing_outside(c))),
+    Case("report-csv-task-with-slash", lambda c: [
+        "report", "--from-csv", str(c.file("s.csv", "method,task,seed,metric,value\na,a/b,0,test_acc,0.5\n"
+                                                 "a,a/b,1,test_acc,0.6\n")), "--out", str(c.tmp / "srep")],
+         "s.csv: row 2: task name 'a/b'", after=_absent("srep")),
+    Case("report-export-task-escapes-the-folder", lambda c: [
+        "report", "--from-export", str(_export_with_task(c, "../../x")), "--out", str(c.tmp / "erep")],
+         "task name '../../x' must be", after=_absent("erep")),
     Case("csv-row-counted-as-file-line", lambda c: [
         "report", "--from-csv", str(c.file("v.csv", "method,task,seed,metric,value\na,rte,0,test_acc,abc\n")),
         "--out", str(c.tmp / "vrep")],
          "v.csv: row 2: value 'abc' is not a number", also_not="row 0", after=_absent("vrep")),
 ]
+
+
+def _seed_grid_csv(task: str) -> str:
+    """Results of a 3 x 3 init-seed x data-seed grid for two methods: enough for the report's seed-grid figure,
+    whose file name carries the task name."""
+    rows = ["method,task,seed,init,data,metric,value"]
+    rows += [f"{m},{task},{i},{i % 3},{i // 3},{split}_acc,0.{i + 3}{j}"
+             for j, m in enumerate("ab") for i in range(9) for split in ("val", "test")]
+    return "\n".join(rows) + "\n"
+
+
+def _planned_only(ctx: Ctx) -> Path:
+    """The study of ``ctx.study`` with its runs planned in the database and none run (a driver stopped before
+    its first run ended)."""
+    from stabletune.study import load_study
+    from stabletune.study.store import Store
+    from stabletune.study.tuning import Planner
+
+    folder = ctx.tmp / "st"
+    folder.mkdir(exist_ok=True)
+    path = folder / "bi.yaml"
+    path.write_text(STUDY)
+    spec = load_study(path)
+    store = Store.open(spec.default_db, create=True)
+    store.save_spec(spec.name, spec.text, str(path))
+    store.add_planned(Planner(spec).plan(None).runs)
+    store.close()
+    return path
+
+
+def _nothing_outside(ctx: Ctx) -> None:
+    """Nothing was written above the test's folder (where the traversal aimed)."""
+    assert not list(ctx.tmp.parent.glob("**/PWNED*")), "a file was written outside --out"
+
+
+def _export_with_task(ctx: Ctx, task: str) -> Path:
+    """A tables export of the finished fake study whose task names were edited to ``task`` in every table."""
+    import pandas as pd
+
+    export = ctx.tmp / "exp"
+    assert main(["study", "export", str(ctx.study()), "--format", "tables", "--out", str(export)]) == 0
+    for csv in export.glob("*.csv"):
+        frame = pd.read_csv(csv)
+        if "task" in frame.columns:
+            frame["task"] = task
+            frame.to_csv(csv, index=False)
+    return export
 
 
 def _same(folder: Path, names: list[str], text: str) -> None:

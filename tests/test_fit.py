@@ -317,6 +317,21 @@ def test_budget_trims_the_plan_from_measured_run_costs(tiny_model, tmp_path, mon
     assert end == 300.0 <= 400
 
 
+def test_a_budget_below_the_smallest_plan_says_so(tiny_model, tmp_path, monkeypatch, caplog):
+    """--budget 100 s: the smallest plan (one recipe x 3 seeds of 100 s) takes 300 s; the fit still ships, and a
+    warning says it ran 3x over and what budget would allow a search (issue 23: `--budget 1` ran 45x over in
+    silence). Within budget (400 s) there is no such warning."""
+    caplog.set_level("WARNING", logger="stabletune.fit")
+    record, ran, end = _fit_on_paper_clock(tiny_model, tmp_path, monkeypatch, 100)
+    assert end == 300.0 and record["choice"]["seeds"] == 3
+    over = [r.getMessage() for r in caplog.records if "against --budget" in r.getMessage()]
+    assert over == ["fit took 5m00s against --budget 1m40s (3.0x): the smallest plan it can judge, one recipe x 3 "
+                    "seeds, costs more than that here; give --budget 10m or more for a search"]
+    caplog.clear()
+    _fit_on_paper_clock(tiny_model, tmp_path / "again", monkeypatch, 400)
+    assert not [r for r in caplog.records if "against --budget" in r.getMessage()]
+
+
 def test_automatic_budget_is_fixed_from_the_first_run_and_bounds_the_fit(tiny_model, tmp_path, monkeypatch):
     """budget="auto": the tiny grid is 8 cells x 3 seeds (12 runs of 9 updates: 100 s, 12 of 18: 190 s) = 3480 s on
     one worker, so the budget is 696 s; the plan is trimmed to it and the fit ends within it. fit.json and the
@@ -421,7 +436,7 @@ def test_fit_resumes_after_sigkill_without_recomputing(tiny_model, tmp_path):
 @pytest.mark.parametrize("case", ["missing column", "no text columns", "empty train", "unknown test label",
                                   "two seeds", "bad budget", "bad metric", "regression metric",
                                   "missing file", "dev file with glue", "out is a file", "too long",
-                                  "negative workers", "unknown device", "fp16 on cpu"])
+                                  "negative workers", "unknown device", "fp16 on cpu", "too few to hold out"])
 def test_fit_bad_input_one_line_exit_2(case, tiny_model, tmp_path, capsys):
     from stabletune.cli import main
 
@@ -461,6 +476,10 @@ def test_fit_bad_input_one_line_exit_2(case, tiny_model, tmp_path, capsys):
         args += ["--device", "tpu"]
     elif case == "fp16 on cpu":
         args += ["--device", "cpu", "--precision", "fp16"]
+    elif case == "too few to hold out":  # issue 23: 2 rows without a dev file used to start training
+        data["train"].write_text("id,review,verdict\n1,great film,yes\n2,awful film,no\n")
+        i = args.index("--dev-file")
+        del args[i:i + 2]
     code = main(args)
     err = capsys.readouterr().err.strip()
     assert code == 2, err
@@ -593,3 +612,30 @@ def test_replay_fit_follows_the_plan_and_the_budget_on_stored_grid_runs():
     del grid["rungs"]["20"]
     with pytest.raises(replay.MissingRun, match="updates=20"):
         replay.replay(grid, space, "acc", 3600.0, Limits())
+
+
+def test_a_script_without_the_main_guard_is_told_why(tiny_model, tmp_path):
+    """A script calling stabletune.fit() at top level, with worker processes: each worker re-runs the script and
+    must not start a fit of its own; the worker says why in one line and the fit fails fast with the fix
+    (issue 23: it used to say only "worker process died")."""
+    import subprocess
+    import sys
+
+    data = write_user_data(tmp_path / "data")
+    script = tmp_path / "myfit.py"
+    script.write_text(
+        "import stabletune\n"
+        "from stabletune.fit import SearchSpace\n"
+        f"stabletune.fit(train_file={str(data['train'])!r}, dev_file={str(data['val'])!r}, text_columns=['review'],"
+        f" label_column='verdict', model={str(tiny_model)!r}, out={str(tmp_path / 'model')!r}, workers=1,"
+        " progress=False, batch_size=16, num_evals=3, threads=1,"
+        f" space=SearchSpace(**{TINY_SPACE!r}))\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert 'inside one of its worker processes' in proc.stderr and 'if __name__ == "__main__":' in proc.stderr
+    assert "runs all failed" in proc.stderr and "if you called stabletune.fit() from a script" in proc.stderr
+    guarded = script.read_text().replace("stabletune.fit(", "if __name__ == '__main__':\n    stabletune.fit(")
+    script.write_text(guarded)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "inside one of its worker processes" not in proc.stderr and (tmp_path / "model" / "fit.json").is_file()

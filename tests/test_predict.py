@@ -123,7 +123,7 @@ def test_plain_hf_folder_needs_text_columns(cls_run, tmp_path, capsys):
 
 @pytest.mark.parametrize("case", ["not a classifier", "no config", "missing folder", "missing column", "empty file",
                                   "header only", "unknown label", "output clash", "bad output type",
-                                  "too long", "no output folder"])
+                                  "too long", "no output folder", "repeated header"])
 def test_predict_bad_input_one_line_exit_2(case, cls_run, tiny_model, tmp_path, capsys):
     run, data, _ = cls_run
     inp, model_dir, out = data["test"], run, tmp_path / "pred.csv"
@@ -154,6 +154,9 @@ def test_predict_bad_input_one_line_exit_2(case, cls_run, tiny_model, tmp_path, 
         extra = ["--max-seq-length", "100000"]  # the tiny BERT has 512 positions
     elif case == "no output folder":
         out = tmp_path / "missing" / "pred.csv"
+    elif case == "repeated header":  # csv.DictReader would read the second 'review' and drop the first
+        inp = tmp_path / "twice.csv"
+        inp.write_text("id,review,review\n1,great film,awful film\n")
     code = main(["predict", str(model_dir), "--input", str(inp), "--output", str(out), "--no-progress", *extra])
     err = capsys.readouterr().err.strip()
     assert code == 2, err
@@ -178,3 +181,27 @@ def test_fit_output_predicts_its_own_test_score(tiny_model, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["metrics"]["spearman"] == pytest.approx(record["test"]["score"], abs=1e-5)
     assert record["metric"] == "spearman" and record["data"]["task_type"] == "regression"
+
+
+def test_predict_on_a_full_disk_keeps_the_earlier_output(cls_run, tmp_path, capsys, monkeypatch):
+    """Issue 23: a full disk used to end predict in an OSError traceback with a partial file."""
+    import csv
+    import errno
+
+    run, data, _ = cls_run
+    out = tmp_path / "pred.csv"
+    out.write_text("earlier\n")
+    written = []
+
+    def writerow(self, row):
+        written.append(row)
+        if len(written) > 1:  # the header went out, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(csv.DictWriter, "writerow", writerow)
+    code = main(["predict", str(run), "--input", str(data["test"]), "--output", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == f"stabletune: error: cannot write {out}: No space left on device; nothing was " \
+                                "written there"
+    assert out.read_text() == "earlier\n" and sorted(p.name for p in tmp_path.iterdir() if "pred" in p.name) == \
+        ["pred.csv"]

@@ -288,3 +288,20 @@ def test_version_1_database_is_read_as_is_and_upgraded_by_a_writer(store):
     assert writer.conn.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     assert writer.runs([runs[0].run_id])[0]["status"] == "finished"  # nothing lost
     writer.close()
+
+
+def test_a_full_database_is_reported_as_cannot_write(store):
+    """SQLITE_FULL (here: PRAGMA max_page_count caps the file at its current size, as a full disk does) is said as
+    "cannot write", not "cannot read" (issue 23), and the run stays without a result (redone on resume)."""
+    s, runs = store
+    pages = s.conn.execute("PRAGMA page_count").fetchone()[0]
+    s.conn.execute(f"PRAGMA max_page_count = {pages}")
+    res = fake_result(runs[0].config)
+    res["train_log"] = res["train_log"] * 200  # more rows than the free pages hold
+    res["train_log"] = [{**r, "step": i + 1} for i, r in enumerate(res["train_log"])]
+    with pytest.raises(DataError, match=r"st.db: cannot write the study database \(database or disk is full\)"):
+        with s:
+            s.record_result(runs[0].run_id, res)
+    reader = Store.open(s.path, readonly=True)
+    assert reader.runs([runs[0].run_id])[0]["status"] == "pending"
+    reader.close()

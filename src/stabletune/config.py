@@ -228,6 +228,12 @@ class RunConfig:
                 parse_metric(self.metric)
             except ValueError as e:
                 bad("metric", str(e))
+        if self.train_file is None and self.text_columns:  # GLUE files have fixed columns: it would be ignored
+            bad("text_columns", f"applies to your own files (--train-file); GLUE task {self.task!r} reads its own "
+                "columns")
+        if self.train_file is None and self.label_column != "label":
+            bad("label_column", f"applies to your own files (--train-file); GLUE task {self.task!r} reads its own "
+                "label column")
         if self.train_file is not None and not self.text_columns:
             bad("text_columns", "user datasets need --text-columns (one or two column names)")
         return self

@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from stabletune.atomic import staged_file, staged_folder
 from stabletune.config import FIELDS, RunConfig, make_config
 from stabletune.errors import ConfigError, UserError
 from stabletune.metrics import NAN_SCORE
@@ -647,6 +648,7 @@ def fit(*, out: str | os.PathLike, train_file: str | None = None, dev_file: str 
     Raises:
         ConfigError, DataError: bad options or input (before anything is trained).
     """
+    _refuse_in_a_spawned_worker()
     t0 = _now()
     if seeds < 3:
         raise ConfigError(f"invalid option --seeds: fit judges every recipe by at least 3 seeds, got {seeds}")
@@ -716,7 +718,48 @@ def fit(*, out: str | os.PathLike, train_file: str | None = None, dev_file: str 
                            space=space, seeds=seed_list, test_file=test_file, budget=budget_, t_search=t_search,
                            depth=depth, hidden=hidden, val_baseline=majority_baselines_of(splits, spec))
     _cleanup_runs(search_dir / "runs")
+    _warn_over_budget(budget, result.record["timings"]["wall_s"], seeds=len(seed_list))
     return result
+
+
+UNGUARDED = ("stabletune.fit() was called again inside one of its worker processes: worker processes import "
+             "your script again, so a script that calls stabletune.fit() must call it under "
+             "`if __name__ == \"__main__\":` (docs/fit.md)")
+
+
+def _main_is_a_script() -> bool:
+    """The main module is a user's script (not the stabletune command line, not an interactive session)."""
+    main = sys.modules.get("__main__")
+    path, spec = getattr(main, "__file__", None), getattr(main, "__spec__", None)
+    ours = Path(path or "").name == "stabletune" or (spec is not None and spec.name.startswith("stabletune"))
+    return path is not None and not ours
+
+
+def _refuse_in_a_spawned_worker() -> None:
+    """A script that calls fit() at top level (no ``__main__`` guard) is re-run by every worker process it spawns
+    (they import the main module as ``__mp_main__``); there fit() would start a fit of its own. Say why, once per
+    worker, and end the worker: the fit in the parent then fails fast with :data:`UNGUARDED` as the hint."""
+    import multiprocessing
+
+    if multiprocessing.parent_process() is not None and getattr(sys.modules.get("__main__"), "__name__", None) \
+            == "__mp_main__":
+        sys.stderr.write(f"stabletune: error: {UNGUARDED}\n")
+        sys.stderr.flush()
+        os._exit(2)
+
+
+OVER_BUDGET = 1.5
+"""A fit that ends past this multiple of its --budget says so (the budget is a target the plan is trimmed to, and
+the smallest plan -- one recipe, every seed -- is run whatever the budget)."""
+
+
+def _warn_over_budget(budget: float | None, wall_s: float, *, seeds: int) -> None:
+    from stabletune.study.runner import format_seconds
+
+    if budget is not None and wall_s > OVER_BUDGET * budget:
+        log.warning("fit took %s against --budget %s (%.1fx): the smallest plan it can judge, one recipe x %d "
+                    "seeds, costs more than that here; give --budget %dm or more for a search", format_seconds(wall_s),
+                    format_seconds(budget), wall_s / budget, seeds, math.ceil(2 * wall_s / 60))
 
 
 def majority_baselines_of(splits, spec) -> float | None:
@@ -960,8 +1003,10 @@ class _Search:
             self.display.line(f"run {run[0].key} seed {run[1]} failed: {out['error']}")
             self.failures += 1
             if self.failures >= FAIL_FAST and self.failures == self.ran + 1:  # nothing has worked: a bug, not bad luck
+                hint = (f"; if you called stabletune.fit() from a script: {UNGUARDED}"
+                        if "worker process died" in str(out["error"]) and _main_is_a_script() else "")
                 self.user_error = (f"fit: the first {self.failures} runs all failed (last: {out['error']}); "
-                                   f"see {self.store.path}")
+                                   f"see {self.store.path}{hint}")
         row = self.store.runs([run_id])[0]
         self.results[run] = self._seed_result(row)
         self.budget.save_spent()
@@ -1025,15 +1070,12 @@ def _finalize(out_dir: Path, view: PlanView, *, planner: FitPlanner, search: _Se
         cfg = replace(search.spec_of(chosen_run).config, out=str(search.folder_of(chosen_run)), overwrite=True)
         train(cfg)
     for name in os.listdir(src):  # the model at the top of out_dir: from_pretrained(out_dir) works
-        target = out_dir / name
-        tmp = out_dir / f".{name}.partial"
         if (src / name).is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(src / name, tmp)
-            shutil.rmtree(target, ignore_errors=True)
+            with staged_folder(out_dir / name) as tmp:
+                shutil.copytree(src / name, tmp, dirs_exist_ok=True)
         else:
-            shutil.copy2(src / name, tmp)
-        os.replace(tmp, target)
+            with staged_file(out_dir / name) as tmp:
+                shutil.copy2(src / name, tmp)
     test = None
     if test_file is None and chosen_result.run_id:  # a GLUE task: its split's test half, scored by the run
         rows = search.store.conn.execute(
@@ -1102,9 +1144,8 @@ def _finalize(out_dir: Path, view: PlanView, *, planner: FitPlanner, search: _Se
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with staged_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _write_figure(path: Path, candidates: list[dict], metric: str) -> str | None:
@@ -1141,9 +1182,7 @@ def _write_figure(path: Path, candidates: list[dict], metric: str) -> str | None
         ax.set_ylim(lo - pad, hi + pad)
     from stabletune.analysis.plots import save_figure
 
-    tmp = path.with_name(".fit.partial.png")
-    save_figure(fig, tmp)
-    os.replace(tmp, path)
+    save_figure(fig, path)  # staged: never a half-written fit.png
     return path.name
 
 

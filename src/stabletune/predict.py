@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stabletune.atomic import staged_file
 from stabletune.errors import ConfigError, DataError, UserError
 
 log = logging.getLogger(__name__)
@@ -272,9 +273,8 @@ def predict_file(model_dir: str | os.PathLike, input_file: str | os.PathLike, ou
 def _write_rows(path: Path, rows: list[dict], columns: list[str]) -> None:
     """CSV/TSV (header = ``columns``) or JSONL/JSON, written to a temporary name and renamed (never half-written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
     suffix = path.suffix.lower()
-    try:
+    with staged_file(path) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             if suffix in (".csv", ".tsv"):
                 writer = csv.DictWriter(f, fieldnames=columns, delimiter="\t" if suffix == ".tsv" else ",",
@@ -288,10 +288,6 @@ def _write_rows(path: Path, rows: list[dict], columns: list[str]) -> None:
             else:
                 for row in rows:
                     f.write(json.dumps({k: _plain(v) for k, v in row.items()}, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _plain(v: Any) -> Any:

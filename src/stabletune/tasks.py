@@ -14,9 +14,15 @@ User datasets get a :class:`TaskSpec` built by :func:`stabletune.data.load_task_
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
 from stabletune.errors import ConfigError
+
+#: The one rule for a name that becomes part of a file name (a study, a task, a method of a study file): a word of
+#: letters, digits, '.', '_' or '-' that starts with a letter or digit -- no '/', no '..', no spaces.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+NAME_RULE = "a word of letters, digits, '.', '_' or '-'"
 
 METRICS = ("acc", "f1", "spearman", "mcc", "f1_macro", "pearson")
 CLASSIFICATION_METRICS = ("acc", "f1", "f1_macro", "mcc")

@@ -15,7 +15,6 @@ import difflib
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from stabletune.atomic import staged_folder
 from stabletune.errors import DataError, UserError
-from stabletune.tasks import GLUE_TASKS, METRIC_ALIASES, canonical_name
+from stabletune.tasks import GLUE_TASKS, METRIC_ALIASES, NAME_RE, NAME_RULE, canonical_name
 
 #: Main metric of each GLUE task (paper Table 3, "Evaluation metric"), from the task registry.
 MAIN_METRIC: dict[str, str] = {name: spec.metric for name, spec in GLUE_TASKS.items()}
@@ -105,6 +105,22 @@ def normalise_metrics(df: pd.DataFrame) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
+def check_task_names(tasks: pd.Series, where: str, *, first_line: int | None = None) -> None:
+    """Refuse a task name that is not :data:`~stabletune.tasks.NAME_RE`: task names become file names of the
+    report (``seed_grid_<task>.png``), so a name with ``/`` or ``..`` would write outside the report folder.
+    Imported results (``--from-csv``, ``--from-export``) obey the rule study files already do.
+
+    Args:
+        first_line: when the rows are lines of a CSV file, the line of row 0 (the message names the line).
+    """
+    bad = ~tasks.astype(str).map(lambda t: bool(NAME_RE.match(t)))
+    if bad.any():
+        i = int(bad.to_numpy().argmax())
+        at = f"row {i + first_line}" if first_line is not None else f"row {i}"
+        raise DataError(f"{where}: {at}: task name {str(tasks.iloc[i])!r} must be {NAME_RULE} "
+                        "(it names the report's files)")
+
+
 def _not_numbers(values: pd.Series) -> pd.Series:
     """True where a value is neither a number nor a missing value (NaN or empty are kept as NaN)."""
     numbers = pd.to_numeric(values, errors="coerce")
@@ -138,6 +154,7 @@ class ResultsFrames:
 
     def __post_init__(self) -> None:
         self.metrics = normalise_metrics(self.metrics)
+        check_task_names(self.metrics["task"], "metrics frame")
         specs = {
             "train_loss": ("method", "task", "seed", "step", "loss"),
             "evals": ("method", "task", "seed", "step", "metric", "value"),
@@ -154,6 +171,7 @@ class ResultsFrames:
                 continue
             _require(frame, cols, f"{name} frame")
             frame = _normalise_common(frame)
+            check_task_names(frame["task"], f"{name} frame")
             if "metric" in frame.columns:
                 frame["metric"] = frame["metric"].map(canonical_metric)
             if "status" in frame.columns:
@@ -314,6 +332,7 @@ def from_long_csv(
         i = int(bad_rows.to_numpy().argmax())
         raise DataError(f"{path}: row {i + 2}: value {raw[value_col].iloc[i]!r} is not a number "
                         f"(column {value_col!r})")
+    check_task_names(raw[task_col], str(path), first_line=2)
     out = pd.DataFrame({
         "method": raw[method_col].astype(str),
         "task": raw[task_col],
@@ -465,20 +484,10 @@ def write_frames(frames: ResultsFrames, path: str | Path, *,
     for name in subfolders or {}:
         if not name or Path(name).name != name or name.startswith(".") or name.endswith(".csv") or name == EXPORT_META:
             raise ValueError(f"invalid export subfolder name {name!r}")
-    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    for d in (stage, old):
-        shutil.rmtree(d, ignore_errors=True)
-    try:
+    with staged_folder(out) as stage:  # an earlier export (or an empty folder) is replaced whole
         _write_export(frames, stage)
         for name, sub in (subfolders or {}).items():
             _write_export(sub, stage / name)
-        if out.exists():  # replace an earlier export (or an empty folder) whole
-            os.replace(out, old)
-        os.replace(stage, out)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     return out
 
 

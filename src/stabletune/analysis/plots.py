@@ -22,6 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from stabletune.atomic import staged_file
 from stabletune.analysis.frames import display_task, main_values, method_order, task_order
 from stabletune.analysis.stats import (PAPER_ITERATIONS, SeedGrid, bias_correction_ratio, percent_scale,
                                       resolve_metric, score_unit_label)
@@ -64,10 +65,12 @@ def _integer_x(ax) -> None:
 
 
 def save_figure(fig: Figure, path: str | Path, *, dpi: int = 110) -> Path:
-    """Write ``fig`` as PNG (parent folders created)."""
+    """Write ``fig`` as PNG (parent folders created), staged: a failed write leaves no half-written file
+    (:mod:`stabletune.atomic`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, format="png")
+    with staged_file(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
     return path
 
 

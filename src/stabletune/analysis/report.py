@@ -21,6 +21,7 @@ import base64
 import html
 import importlib.metadata
 import math
+import contextlib
 import os
 import platform
 import shutil
@@ -53,7 +54,8 @@ from stabletune.analysis.stats import (
     summary_table,
     ttest_name,
 )
-from stabletune.errors import UserError
+from stabletune.atomic import WriteError
+from stabletune.errors import DataError, UserError
 
 STATUSES = ("finished", "failed", "diverged", "killed")
 _OURS = {"report.md": "by `stabletune report`", "report.html": "by <code>stabletune report</code>"}
@@ -345,6 +347,7 @@ def write_report(
     for task in task_order(m["task"]):  # an unknown metric is refused before the output folder is touched
         resolve_metric(m, task, metric_by_task)
     out = Path(out_dir)
+    made = [p for p in (out, *out.parents) if not p.exists()]  # removed again if the report cannot be written
     out.mkdir(parents=True, exist_ok=True)
     # Everything is written to a private folder first and moved into place at the end: a failing report leaves the
     # previous one intact, and a re-run leaves no figure of an earlier run behind (figures/ and tables/ are
@@ -361,6 +364,12 @@ def write_report(
             os.replace(stage / name, out / name)
         for name in ("report.md", "report.html"):
             os.replace(stage / name, out / name)
+    except (OSError, WriteError) as exc:  # a full disk, a read-only folder: one line naming the report folder;
+        shutil.rmtree(stage, ignore_errors=True)  # a previous report stays as it was, a new folder is removed
+        for p in made:
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        raise WriteError(out, exc) from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return {k: out / v.relative_to(stage) for k, v in paths.items()}
@@ -395,6 +404,14 @@ def _display_path(value: Any) -> Any:
     return value
 
 
+def _inside(folder: Path, name: str) -> Path:
+    """``folder / name``, refusing a name that is not one plain file name (the frames already refuse task names
+    that could be: this is the second lock on the door)."""
+    if Path(name).name != name or name in (".", "..") or "\\" in name:
+        raise DataError(f"refusing to write {name!r}: not a plain file name inside {folder}")
+    return folder / name
+
+
 def _write(frames: ResultsFrames, root: Path, *, baseline: str, welch: bool, title: str | None,
            metric_by_task: dict[str, str] | None, alpha: float, n_boot: int, seed: int, methods: list[str],
            colors: dict[str, str], checkpoints: list[str]) -> dict[str, Path]:
@@ -408,12 +425,12 @@ def _write(frames: ResultsFrames, root: Path, *, baseline: str, welch: bool, tit
     doc = _Doc()
 
     def add_figure(name: str, fig: Any, caption: str) -> None:
-        path = plots.save_figure(fig, fig_dir / f"{name}.png")
+        path = plots.save_figure(fig, _inside(fig_dir, f"{name}.png"))
         paths[f"figure:{name}"] = path
         doc.figure(path, caption)
 
     def add_csv(name: str, frame: pd.DataFrame) -> None:
-        path = tab_dir / f"{name}.csv"
+        path = _inside(tab_dir, f"{name}.csv")
         frame.to_csv(path, index=False)
         paths[f"table:{name}"] = path
 

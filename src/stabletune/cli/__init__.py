@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import errno
 import logging
 import sys
 
@@ -55,6 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as e:
         sys.stderr.write(f"stabletune: error: {e}\n")
+        return 2
+    except OSError as e:
+        # the writers name their path (stabletune.atomic.WriteError); a disk that fills (or turns read-only)
+        # anywhere else is still the machine's state, not a bug: one line, never a traceback
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        sys.stderr.write(f"stabletune: error: {e.strerror}{where}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("stabletune: interrupted\n")

@@ -265,6 +265,10 @@ def _user_records(path: Path, columns: list[str]) -> Iterator[tuple[str, dict[st
                 reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
                 if reader.fieldnames is None:
                     raise DataError(f"{path}: empty file (no header row)")
+                repeated = sorted({c for c in reader.fieldnames if reader.fieldnames.count(c) > 1})
+                if repeated:  # csv.DictReader would silently keep the LAST column of each repeated name
+                    raise DataError(f"{path}, line 1: column name(s) {', '.join(map(repr, repeated))} appear more "
+                                    "than once in the header; rename them so each column has its own name")
                 for column in columns:
                     if column not in reader.fieldnames:
                         raise DataError(f"{path}: column {column!r} not found "

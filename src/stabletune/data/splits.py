@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 PAPER_1K = 1000
 """Training and validation examples of the ``paper-1k`` split (Section 3, following Phang et al., 2018)."""
 DEV_AS_TEST_VALIDATION = 0.1
+MIN_HOLD_OUT = 5
+"""The fewest validation examples a hold-out may give: below it, "the best checkpoint" is picked on a coin toss
+(with 1-4 examples, one example moves accuracy by 20-100 points), so the split is refused and the number of
+training examples it would need is named."""
 """Fraction of the training set held out as validation by the ``dev-as-test`` split."""
 REGRESSION_BINS = 5
 """Equal-width score bins that stratify regression labels (STS-B: [0,1), [1,2), ..., [4,5])."""
@@ -228,11 +232,13 @@ def _validation_from_train(spec: TaskSpec) -> bool:
 def _hold_out(spec: TaskSpec, train: list[Example], rng: np.random.Generator, what: str
               ) -> tuple[np.ndarray, np.ndarray]:
     """(validation, rest): :data:`DEV_AS_TEST_VALIDATION` of ``train``, stratified."""
-    if len(train) < 2:
-        raise DataError(f"task {spec.name}: {what} holds out part of the training set, which has "
-                        f"{len(train)} example")
-    strata, available = _strata(spec, train)
     n_validation = max(1, round(DEV_AS_TEST_VALIDATION * len(train)))
+    if n_validation < MIN_HOLD_OUT:
+        need = next(n for n in range(len(train) + 1, 10 ** 6) if round(DEV_AS_TEST_VALIDATION * n) >= MIN_HOLD_OUT)
+        raise DataError(f"task {spec.name}: {what} holds out {DEV_AS_TEST_VALIDATION:.0%} of the training set for "
+                        f"validation, which needs at least {need} examples ({MIN_HOLD_OUT} for validation); it has "
+                        f"{len(train)}: give more examples or a dev file")
+    strata, available = _strata(spec, train)
     return tuple(_draw(strata, [_allocate_proportional(available, n_validation)], rng))
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 
 from stabletune.errors import ConfigError, DataError, UserError
 from stabletune.study.spec import StudySpec, load_study, parse_study
+from stabletune.atomic import staged_file
 from stabletune.study.store import TERMINAL, Store
 from stabletune.study.tuning import Planner, candidate_label
 
@@ -211,18 +212,28 @@ def export_results(source: str | Path, *, fmt: str = "csv", out: str | Path | No
     if fmt not in ("csv", "parquet"):
         raise UserError(f"unknown export format {fmt!r}: choose csv or parquet")
     df = load_results(source, db=db)
+    if df.empty or not df["status"].isin(TERMINAL).any():
+        counts = df["status"].value_counts().to_dict() if not df.empty else {}
+        raise DataError(_nothing_ran(source, ", ".join(f"{n} {status}" for status, n in counts.items())))
     if out is None:
         out = _database_path(source, db).with_suffix(f".{fmt}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "csv":
-        df.to_csv(out, index=False)
-    else:
-        try:
-            df.to_parquet(out, index=False)
-        except ImportError:
-            raise UserError("--format parquet needs pyarrow: pip install pyarrow") from None
+    with staged_file(out) as tmp:  # a full disk leaves no half-written (or 0-byte) export
+        if fmt == "csv":
+            df.to_csv(tmp, index=False)
+        else:
+            try:
+                df.to_parquet(tmp, index=False)
+            except ImportError:
+                raise UserError("--format parquet needs pyarrow: pip install pyarrow") from None
     return out
+
+
+def _nothing_ran(source: str | Path | StudySpec, held: str) -> str:
+    name = source.name if isinstance(source, StudySpec) else Path(source).name
+    return (f"{name}: the study has no results to export yet ({held or 'no runs'}): run `stabletune study run` first; "
+            "nothing was written")
 
 
 def _database_path(source: str | Path, db: str | Path | None) -> Path:
@@ -263,6 +274,9 @@ def export_frames(source: str | Path | StudySpec, out: str | Path | None = None,
     check_export_dir(out)
     final = load_frames(source, db=db, phase="final")
     search = load_frames(source, db=db, phase="search")
+    if final.metrics.empty and search.metrics.empty:  # an empty export would read as "a study with no results"
+        planned = (final.meta.get("n_planned") or 0) + (search.meta.get("n_planned") or 0)
+        raise DataError(_nothing_ran(source, f"{planned} run(s) planned, none with a result"))
     if not isinstance(source, StudySpec):
         for frames in (final, search):
             name_study_source(frames, source)

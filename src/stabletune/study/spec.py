@@ -27,7 +27,6 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ import yaml
 
 from stabletune.config import FIELDS, RunConfig, coerce, make_config
 from stabletune.errors import ConfigError
+from stabletune.tasks import NAME_RE
 
 STUDY_KEYS = ("name", "description", "base", "methods", "tasks", "seeds", "search_seeds", "baseline", "data_dir",
               "equivalence_margin")
@@ -72,7 +72,6 @@ HASHED_FIELDS_V1 = frozenset((
 #: Path-valued options resolved relative to the study file.
 PATH_KEYS = ("data_dir", "train_file", "dev_file", "init_from", "logging_dir")
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -359,7 +358,7 @@ def parse_study(text: str, path: str | Path | None = None) -> StudySpec:
         if raw.get(key) is None:
             raise bad(f"missing required key '{key}'")
     name = raw["name"]
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.match(name):
         raise bad(f"name must be a word of letters, digits, '.', '_' or '-' (it names the database), got {name!r}")
     anchor = p.parent if p is not None else Path.cwd()
 
@@ -390,7 +389,7 @@ def parse_study(text: str, path: str | Path | None = None) -> StudySpec:
         if task is not None:
             opts = {"task": str(task), **opts}
         label = str(label if label is not None else (task if task is not None else Path(opts["train_file"]).stem))
-        if not _NAME_RE.match(label):
+        if not NAME_RE.match(label):
             raise bad(f"{what}: task name {label!r} must be a word of letters, digits, '.', '_' or '-'")
         if any(e.name == label for e in tasks):
             raise bad(f"task {label!r} is listed twice; give each entry its own `name:`")
@@ -405,7 +404,7 @@ def parse_study(text: str, path: str | Path | None = None) -> StudySpec:
         raise bad("empty grid: methods has no entries")
     methods: dict[str, MethodSpec] = {}
     for mname, mval in methods_raw.items():
-        if not isinstance(mname, str) or not _NAME_RE.match(mname):
+        if not isinstance(mname, str) or not NAME_RE.match(mname):
             raise bad(f"method name {mname!r} must be a word of letters, digits, '.', '_' or '-'")
         what = f"methods.{mname}"
         mval = {} if mval is None else mval

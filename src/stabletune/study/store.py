@@ -319,7 +319,9 @@ class Store:
         # open-time errors are, one line naming the file. pandas wraps the sqlite3 error in its own DatabaseError.
         cause = exc if isinstance(exc, sqlite3.DatabaseError) else getattr(exc, "__cause__", None)
         if exc is not None and type(cause) in (sqlite3.DatabaseError, sqlite3.OperationalError):
-            raise DataError(f"{self.path}: cannot read the study database ({cause})") from None
+            code = getattr(cause, "sqlite_errorname", "") or ""
+            verb = "write" if code.startswith(("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR")) else "read"
+            raise DataError(f"{self.path}: cannot {verb} the study database ({cause})") from None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
