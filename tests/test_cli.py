@@ -28,14 +28,16 @@ def base_args(model, out):
 
 def test_yaml_then_cli_precedence(tmp_path):
     y = tmp_path / "run.yaml"
-    y.write_text("task: rte\nlr: 3.0e-5\nbatch-size: 16\nreinit_pooler: true\ntext_columns: [a, b]\n")
+    # text_columns belong to a user dataset (on a GLUE task they are refused: test_bad_input)
+    y.write_text("train_file: t.csv\ndev_file: d.csv\nlr: 3.0e-5\nbatch-size: 16\nreinit_pooler: true\n"
+                 "text_columns: [a, b]\n")
     from stabletune.cli import build_parser
 
     args = build_parser().parse_args(["train", "--config", str(y), "--batch-size", "8", "max_steps=7",
                                       "--no-reinit-pooler"])
     cfg = make_config(parse_overrides(args), yaml_path=args.config)
     assert (cfg.lr, cfg.batch_size, cfg.max_steps, cfg.reinit_pooler, cfg.text_columns) == (3e-5, 8, 7, False, ["a", "b"])
-    assert cfg.task == "rte" and cfg.warmup_ratio == RunConfig().warmup_ratio
+    assert str(cfg.train_file).endswith("t.csv") and cfg.warmup_ratio == RunConfig().warmup_ratio
 
 
 def test_train_cli_writes_run(tiny_model, tmp_path, capsys):

@@ -639,3 +639,29 @@ def test_a_script_without_the_main_guard_is_told_why(tiny_model, tmp_path):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "inside one of its worker processes" not in proc.stderr and (tmp_path / "model" / "fit.json").is_file()
+
+
+def test_resuming_with_other_options_is_refused(tiny_model, tmp_path):
+    """Issue 23: an unfinished fit resumed with another --max-seq-length (or other data) used to reuse or mix runs
+    made under the old options. Now: refused before anything is written, naming what differs; the same options
+    resume; --overwrite starts over."""
+    data = write_user_data(tmp_path / "data")
+    out = tmp_path / "model"
+    small = dict(space=SearchSpace(lrs=(1e-2,), layers=(1,), updates=(9,), anchor_lr=1e-2, anchor_layers=1))
+    tiny_fit(tiny_model, data, out, max_seq_length=32, **small)
+    (out / "fit.json").unlink()  # as if killed before the end: its search database holds the runs
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.raises(ConfigError, match=r"holds an unfinished fit started with other options \(max_seq_length "
+                                          r"32 -> 24\): rerun with the same options .* --overwrite"):
+        tiny_fit(tiny_model, data, out, max_seq_length=24, **small)
+    text = data["train"].read_bytes()
+    data["train"].write_bytes(text.replace(b"great", b"grand", 1))
+    with pytest.raises(ConfigError, match=r"other options \(contents of train_file\)"):
+        tiny_fit(tiny_model, data, out, max_seq_length=32, **small)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # nothing written by the refusals
+    data["train"].write_bytes(text)
+    res = tiny_fit(tiny_model, data, out, max_seq_length=32, **small)  # the same options: resumed
+    assert (out / "fit.json").is_file() and res.choice["seeds"] == 3
+    (out / "fit.json").unlink()
+    tiny_fit(tiny_model, data, out, max_seq_length=24, overwrite=True, **small)
+    assert json.loads((out / "fit.json").read_text())["config"]["max_seq_length"] == 24

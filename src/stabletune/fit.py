@@ -693,8 +693,9 @@ def fit(*, out: str | os.PathLike, train_file: str | None = None, dev_file: str 
     from stabletune.data.batching import encode  # noqa: F401  (fail here, not in a worker, if broken)
 
     describe = {"kind": "stabletune fit", "base": base, "space": space.to_dict(), "seeds": seed_list,
-                "metric": spec.metric}
+                "metric": spec.metric, "data_sha256": _fingerprints(base)}
     search_dir = out_dir / "search"
+    _refuse_other_options(search_dir / "fit.db", describe)  # resuming is exact or refused, before any write
     search_dir.mkdir(parents=True, exist_ok=True)
     from stabletune.study.backends import make_backend
     from stabletune.study.store import StudyLock, Store
@@ -803,6 +804,60 @@ def _base_options(*, train_file, dev_file, task, data_dir, text_columns, label_c
     return base
 
 
+def _fingerprints(base: dict[str, Any]) -> dict[str, str]:
+    """sha256 of the user's training and dev files: the same path with other contents is another fit."""
+    import hashlib
+
+    out = {}
+    for key in ("train_file", "dev_file"):
+        if base.get(key):
+            digest = hashlib.sha256()
+            with open(base[key], "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            out[key] = digest.hexdigest()
+    return out
+
+
+def _refuse_other_options(db: Path, describe: dict[str, Any]) -> None:
+    """An unfinished fit in the folder was started with other options (or data): refuse to mix its runs with
+    this call's, naming what differs. Options that do not define runs (budget, workers, the test file) may change.
+    A key the earlier fit did not record (written by an older stabletune) is not compared."""
+    from stabletune.study.store import Store
+
+    if not db.is_file():
+        return
+    with Store.open(db, readonly=True) as store:
+        row = store.latest_spec()
+    if row is None:
+        return
+    old = json.loads(row["spec_text"])
+
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            if isinstance(v, dict) and k in ("base", "data_sha256", "space"):
+                out.update(flat(v, f"{k}."))
+            else:
+                out[prefix + k] = v
+        return out
+
+    a, b = flat(old), flat(json.loads(json.dumps(describe)))  # as stored: tuples read back as lists
+    names = {"base.": "", "data_sha256.": "contents of "}
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if key in a and a.get(key) != b.get(key) and not (key.startswith("data_sha256.") and key not in b):
+            label = key
+            for prefix, word in names.items():
+                if key.startswith(prefix):
+                    label = word + key[len(prefix):]
+            diffs.append(label if key.startswith("data_sha256.") else f"{label} {a.get(key)!r} -> {b.get(key)!r}")
+    if diffs:
+        raise ConfigError(f"{db.parent.parent} holds an unfinished fit started with other options ("
+                          + "; ".join(diffs) + "): rerun with the same options to resume it, or add --overwrite to "
+                          "start over")
+
+
 def _prepare_out(out_dir: Path, overwrite: bool) -> None:
     from stabletune.cli.outputs import check_out_folder
 
@@ -810,6 +865,8 @@ def _prepare_out(out_dir: Path, overwrite: bool) -> None:
     if (out_dir / "fit.json").exists():
         if not overwrite:
             raise ConfigError(f"{out_dir} holds a finished fit (fit.json); use --overwrite to start over")
+        shutil.rmtree(out_dir)
+    elif overwrite and (out_dir / "search").is_dir():  # an unfinished fit, started over
         shutil.rmtree(out_dir)
     elif out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "search").is_dir():
         if not overwrite:
