@@ -267,7 +267,9 @@ def coerce(name: str, value: Any, *, source: str = "option") -> Any:
         raise ConfigError(f"unknown {source} key '{name}'{hint}")
     tp, optional = _base_type(field_type(name))
     flag = option_name(name)
-    if optional and (value is None or (isinstance(value, str) and value.lower() in ("none", "null", ""))):
+    # "none" or "null" (or YAML's empty value) means None; an empty string does not (an unset shell variable in
+    # `--threads $N` must not pass as "no limit")
+    if optional and (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))):
         return None
     try:
         if get_origin(tp) is Literal:

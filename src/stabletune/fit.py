@@ -782,6 +782,9 @@ def _base_options(*, train_file, dev_file, task, data_dir, text_columns, label_c
         for name, f in (("train_file", train_file), ("dev_file", dev_file)):
             if f is not None:
                 base[name] = str(Path(f).expanduser().resolve())
+        if data_dir is not None:
+            raise ConfigError("invalid option --data-dir: it is where GLUE tasks are read from; with your own "
+                              "--train-file it is not used")
         base.update(split="files", text_columns=list(text_columns or []), label_column=label_column,
                     task_type=task_type)
         if task:

@@ -173,6 +173,8 @@ def predict_file(model_dir: str | os.PathLike, input_file: str | os.PathLike, ou
         if max_seq_length <= 0 or (limit is not None and max_seq_length > limit):
             raise ConfigError(f"invalid option --max-seq-length: {max_seq_length} is not in 1..{limit} "
                               f"(the model's positions)")
+    if not Path(input_file).is_file():  # before the model is loaded
+        raise DataError(f"invalid option --input: {input_file} not found")
     clf = load_classifier(model_dir, device=device)
     if isinstance(text_columns, str):
         text_columns = [c.strip() for c in text_columns.split(",") if c.strip()]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 
@@ -94,6 +95,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if ensemble < 1:
             raise ConfigError(f"invalid option --ensemble: must be >= 1, got {ensemble}")
     early = None
+    for name in ("early_kill_quantile", "early_kill_threshold"):
+        value = getattr(args, name)
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"invalid option --{name.replace('_', '-')}: must be a finite number, got {value}")
     if args.early_kill or args.early_kill_quantile is not None or args.early_kill_threshold is not None:
         quantile = args.early_kill_quantile
         if quantile is None and args.early_kill_threshold is None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from stabletune.cli.outputs import check_out_folder
-from stabletune.config import FIELDS, RunConfig, _base_type, field_type, make_config
+from stabletune.config import FIELDS, RunConfig, _base_type, field_type, make_config, option_name
 from stabletune.errors import ConfigError
 
 
@@ -116,6 +116,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("invalid option --report-to: not supported with --ensemble; train the seeds one by one "
                           "or as a study (one TensorBoard run per seed)")
     # Everything that can fail without training fails here, before data and model are loaded.
+    for name in ("train_file", "dev_file", "test_file", "init_from", "data_dir"):
+        path = getattr(cfg, name)
+        if path is not None and not Path(path).exists():
+            raise ConfigError(f"invalid option {option_name(name)}: {path} not found")
     check_out_folder(cfg.out, overwrite=cfg.overwrite, may_exist=args.ensemble > 1)
     if cfg.report_to != "none" and cfg.logging_dir is not None:
         check_out_folder(cfg.logging_dir, option="--logging-dir", may_exist=True)
