@@ -19,6 +19,8 @@ import multiprocessing as mp
 import os
 import queue as _queue
 import socket
+import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -246,6 +248,10 @@ class Backend:
     def progress(self) -> list[tuple]:
         return []
 
+    def notices(self) -> list[tuple[str, str]]:
+        """``(job run_id, text)`` for the driver to print, e.g. a run resubmitted after its node was lost."""
+        return []
+
     def close(self, cancel: bool = False) -> None:
         pass
 
@@ -380,22 +386,142 @@ def _ray_execute(job: dict, run_fn: RunFn | None, progress_queue: Any) -> dict:
     return execute(job, run_fn, sink if progress_queue is not None else None)
 
 
+#: Seconds a ``--ray-address`` gets to accept the driver (a TCP connection, then Ray's own handshake) before the
+#: study stops with one line (exit 2). A local Ray instance is not bounded: starting one is not a network wait.
+RAY_CONNECT_TIMEOUT = 30.0
+
+#: Times a run lost with its node or worker process is resubmitted before it counts as a failed run.
+RAY_RETRIES = 2
+
+#: Ray's errors for a run lost with its machine or process, not by its own code: the only ones retried. A run
+#: function's exception comes back as a RayTaskError and fails the run as before.
+RAY_LOST_ERRORS = ("NodeDiedError", "WorkerCrashedError", "ActorDiedError", "OwnerDiedError")
+
+_AUTH_MARKERS = ("InvalidAuthToken", "Unauthenticated", "authentication token", "AuthenticationError")
+
+
+def split_ray_address(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of ``HOST:PORT`` or ``ray://HOST:PORT``; None for ``auto``/``local`` (Ray resolves those).
+
+    Raises:
+        UserError: no port, or not a number.
+    """
+    if address in ("auto", "local"):
+        return None
+    rest = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = rest.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"invalid option --ray-address: expected HOST:PORT (e.g. 10.0.0.5:6379), got {address!r}")
+    return host, int(port)
+
+
+def check_ray_address(address: str, timeout: float = RAY_CONNECT_TIMEOUT) -> None:
+    """Fail in one line, within ``timeout`` seconds, when nothing accepts a TCP connection at ``address``."""
+    where = split_ray_address(address)
+    if where is None:
+        return
+    try:
+        socket.create_connection(where, timeout=timeout).close()
+    except socket.timeout:
+        raise UserError(f"cannot reach the Ray cluster at {address}: no answer within {timeout:g} s "
+                        "(is a Ray head running there, and is the port its GCS port, default 6379?)") from None
+    except OSError as e:
+        cause = e.strerror or str(e) or type(e).__name__
+        raise UserError(f"cannot reach the Ray cluster at {address}: {cause} "
+                        "(is a Ray head running there, and is the port its GCS port, default 6379?)") from None
+
+
+def _error_text(e: BaseException) -> str:
+    parts, seen = [], set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        parts.append(f"{type(e).__name__}: {e}")
+        e = e.__cause__ or e.__context__
+    return "\n".join(parts)
+
+
+def join_ray_cluster(ray: Any, address: str, kwargs: dict, timeout: float = RAY_CONNECT_TIMEOUT) -> None:
+    """``ray.init(address=address, **kwargs)`` within ``timeout`` seconds, or one :class:`UserError` line.
+
+    Ray prints a warning line per failed attempt on the process's stderr (about 20 over 20 s on a refused token);
+    they are held back while it connects, shown as they were on success, and replaced by one line on failure:
+    an authentication refusal names the fix.
+    """
+    check_ray_address(address, timeout)
+    box: dict[str, BaseException] = {}
+
+    def connect() -> None:
+        try:
+            ray.init(address=address, **kwargs)
+        except BaseException as e:  # handed to the caller
+            box["error"] = e
+
+    _flush_stderr()
+    with tempfile.TemporaryFile() as held:
+        saved = os.dup(2)
+        os.dup2(held.fileno(), 2)
+        try:
+            thread = threading.Thread(target=connect, daemon=True, name="stabletune-ray-init")
+            thread.start()
+            thread.join(timeout)
+        finally:
+            _flush_stderr()
+            os.dup2(saved, 2)
+            os.close(saved)
+        held.seek(0)
+        said = held.read().decode(errors="replace")
+    if thread.is_alive():
+        raise UserError(f"cannot join the Ray cluster at {address}: Ray did not connect within {timeout:g} s "
+                        "(is the port the head's GCS port, default 6379?)")
+    error = box.get("error")
+    if error is None:
+        if said.strip():
+            os.write(2, said.encode())
+        return
+    text = _error_text(error) + "\n" + said
+    if any(m in text for m in _AUTH_MARKERS):
+        raise UserError(f"the Ray cluster at {address} refused this driver: it has token authentication on "
+                        "(`ray start --head` turns it on where ~/.ray/auth_token exists) and this driver sent no "
+                        "token or another one; rerun with RAY_AUTH_MODE=token and the cluster's token in "
+                        "RAY_AUTH_TOKEN or ~/.ray/auth_token, or restart the cluster with RAY_AUTH_MODE=disabled"
+                        ) from None
+    first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    raise UserError(f"cannot join the Ray cluster at {address}: {first}") from None
+
+
+def _flush_stderr() -> None:
+    try:
+        sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
 class RayBackend(Backend):
     """Each run a ``ray.remote(num_cpus=threads, num_gpus=gpus)`` task; results flow back to the driver.
 
-    Starts a local Ray instance (``ray.init()``) unless ``address`` names a cluster (``--ray-address``).
+    Starts a local Ray instance (``ray.init()``) unless ``address`` names a cluster (``--ray-address``, joined
+    within :data:`RAY_CONNECT_TIMEOUT` seconds or refused in one line). A run lost with its node or worker
+    process (:data:`RAY_LOST_ERRORS`) is resubmitted up to ``retries`` times, each said in one notice; then it
+    fails as any run does.
     """
 
     name = "ray"
 
     def __init__(self, workers: int | None, run_fn: RunFn | None = None, address: str | None = None,
-                 cpus_per_run: int | None = None, gpus_per_run: float | None = None):
+                 cpus_per_run: int | None = None, gpus_per_run: float | None = None,
+                 retries: int = RAY_RETRIES, connect_timeout: float = RAY_CONNECT_TIMEOUT):
         self._workers = workers
         self.run_fn = run_fn
         self.address = address
         self.cpus_per_run = cpus_per_run
         self.gpus_per_run = gpus_per_run
-        self._refs: dict[Any, str] = {}
+        self.retries = retries
+        self.connect_timeout = connect_timeout
+        self._refs: dict[Any, dict] = {}  # task ref -> its job
+        self._retried: dict[str, int] = {}  # job run_id -> resubmissions so far
+        self._notices: list[tuple[str, str]] = []
+        self._lost: tuple[type, ...] = ()
         self._started_ray = False
         self._queue = None
 
@@ -413,18 +539,17 @@ class RayBackend(Backend):
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                       "logging_level": "ERROR"}
             if self.address:
-                kwargs["address"] = self.address
+                join_ray_cluster(ray, self.address, kwargs, self.connect_timeout)
             else:
                 kwargs["num_cpus"] = available_cores()
                 # Ray runs its workers at nice 15 by default; on a local instance they ARE the study, and at
                 # nice 15 any other busy process on the machine starves them (measured: ~4 % of a core each
                 # beside two busy processes). Give them the driver's priority unless the user set it.
                 os.environ.setdefault("RAY_worker_niceness", "0")
-            try:
-                ray.init(**kwargs)
-            except (ConnectionError, ValueError, RuntimeError) as e:
-                where = self.address or "a local Ray instance"
-                raise UserError(f"cannot start or reach {where}: {str(e).splitlines()[0]}") from None
+                try:
+                    ray.init(**kwargs)
+                except (ConnectionError, ValueError, RuntimeError) as e:
+                    raise UserError(f"cannot start a local Ray instance: {str(e).splitlines()[0]}") from None
             self._started_ray = True
         resources = ray.cluster_resources()
         cpus = int(resources.get("CPU", 1))
@@ -443,17 +568,22 @@ class RayBackend(Backend):
         else:
             self.capacity = max(1, cpus // self.cpus_per_run)
         from ray.util.queue import Queue
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        self._queue = Queue(actor_options={"num_cpus": 0})
+        # The progress queue lives on the driver's node, so that losing another node loses no progress.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        self._queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
+        # Ray's own retries stay off: the driver retries lost runs itself (wait()), bounded and said.
         self._remote = ray.remote(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run,
                                   max_retries=0)(_ray_execute)
+        self._lost = tuple(getattr(ray.exceptions, n) for n in RAY_LOST_ERRORS if hasattr(ray.exceptions, n))
 
     @property
     def uses_gpu(self) -> bool:
         return bool(self.gpus_per_run)
 
     def submit(self, job: dict) -> None:
-        self._refs[self._remote.remote(job, self.run_fn, self._queue)] = job["run_id"]
+        self._refs[self._remote.remote(job, self.run_fn, self._queue)] = job
 
     def wait(self, timeout: float) -> list[dict]:
         if not self._refs:
@@ -462,12 +592,26 @@ class RayBackend(Backend):
         ready, _ = ray.wait(list(self._refs), num_returns=len(self._refs), timeout=timeout)
         out = []
         for ref in ready:
-            run_id = self._refs.pop(ref)
+            job = self._refs.pop(ref)
+            run_id = job["run_id"]
             try:
                 out.append(ray.get(ref))
-            except Exception as e:  # worker crash, object lost ...
-                out.append({"run_id": run_id, "ok": False, "user_error": False,
-                            "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
+            except Exception as e:  # a lost node or worker, a run function's crash, an object lost ...
+                error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                tries = self._retried.get(run_id, 0)
+                if isinstance(e, self._lost) and tries < self.retries:
+                    self._retried[run_id] = tries + 1
+                    self._notices.append((run_id, f"lost with its node or worker ({type(e).__name__}): "
+                                                  f"retrying ({tries + 1}/{self.retries})"))
+                    self.submit(job)
+                    continue
+                if tries:
+                    error += f" (after {tries} retr{'y' if tries == 1 else 'ies'})"
+                out.append({"run_id": run_id, "ok": False, "user_error": False, "error": error})
+        return out
+
+    def notices(self) -> list[tuple[str, str]]:
+        out, self._notices = self._notices, []
         return out
 
     def progress(self) -> list[tuple]:
@@ -517,5 +661,7 @@ def make_backend(name: str, *, workers: int | None = None, run_fn: RunFn | None 
         return LocalBackend(n, threads_per_worker(n), run_fn, gpu_ids=gpus)
     if name == "ray":
         RayBackend.import_ray()
+        if ray_address:
+            check_ray_address(ray_address)  # before the study writes anything: nothing there is one line
         return RayBackend(workers or None, run_fn, ray_address)
     raise UserError(f"unknown backend {name!r}: choose local or ray")

@@ -341,6 +341,9 @@ class _Driver:
                 finished = self.backend.wait(timeout=0.5)
                 for msg in self.backend.progress():
                     self.display.step(msg[0], msg[1], msg[2])
+                for run_id, text in self.backend.notices():  # e.g. a run resubmitted after its node was lost
+                    run = self.in_flight.get(run_id)
+                    self.display.line(f"run {run.label() if run else run_id} {text}")
                 for out in finished:
                     self._handle(out)
                 self.display.tick()
