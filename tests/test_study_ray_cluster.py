@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -131,12 +132,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def ray_env(tmp: Path, **extra: str) -> dict:
-    """An environment whose Ray stays on 127.0.0.1 and inside ``tmp`` (a short RAY_TMPDIR: Unix socket paths)."""
+@pytest.fixture
+def ray_tmp():
+    """A short folder for Ray's sessions and sockets (Unix socket paths are limited to ~107 bytes), removed after."""
+    path = tempfile.mkdtemp(prefix="st-ray-", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def ray_env(tmp: Path, ray_tmp: str, **extra: str) -> dict:
+    """An environment whose Ray stays on 127.0.0.1, in ``tmp`` (HOME) and ``ray_tmp`` (RAY_TMPDIR)."""
     home = tmp / "home"
     home.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update({"HOME": str(home), "RAY_TMPDIR": tempfile.mkdtemp(prefix="st-ray-", dir="/tmp"),
+    env.update({"HOME": str(home), "RAY_TMPDIR": ray_tmp,
                 "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
                 "PYTHONPATH": f"{tmp}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", **extra})
     return env
@@ -156,13 +165,13 @@ def stderr_lines(proc: subprocess.CompletedProcess) -> list[str]:
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.ray
 @needs_ray
-def test_unreachable_ray_address_is_one_line_and_writes_nothing(tmp_path):
+def test_unreachable_ray_address_is_one_line_and_writes_nothing(tmp_path, ray_tmp):
     """Nothing listens there: refused in one line (exit 2) before the study writes anything; Ray is never asked
     (so no other address is tried)."""
     study = tmp_path / "tn.yaml"
     study.write_text(STUDY)
     address = f"127.0.0.1:{free_port()}"
-    proc = study_cli(study, "--ray-address", address, "--db", str(tmp_path / "tn.db"), env=ray_env(tmp_path))
+    proc = study_cli(study, "--ray-address", address, "--db", str(tmp_path / "tn.db"), env=ray_env(tmp_path, ray_tmp))
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = stderr_lines(proc)
     assert len(lines) == 1 and address in lines[0] and "refused" in lines[0].lower(), lines
@@ -237,10 +246,10 @@ def test_refused_token_is_one_line_with_the_fix(listener, capfd):
 
 @pytest.mark.ray
 @needs_ray
-def test_cluster_with_token_auth_refuses_a_driver_without_token_in_one_line(tmp_path):
+def test_cluster_with_token_auth_refuses_a_driver_without_token_in_one_line(tmp_path, ray_tmp):
     """Ray 2.60: `ray start --head` turns token auth on where ~/.ray/auth_token exists; a driver given an explicit
     address does not send it. The real refusal (about 20 Ray warnings over 20 s) becomes one line with the fix."""
-    env = ray_env(tmp_path)
+    env = ray_env(tmp_path, ray_tmp)
     token = Path(env["HOME"]) / ".ray" / "auth_token"
     token.parent.mkdir()
     token.write_text("st-test-token-0123456789abcdef")
@@ -279,7 +288,7 @@ def _rows(db: Path) -> tuple[list[sqlite3.Row], dict[str, int]]:
 
 @pytest.mark.ray
 @needs_ray
-def test_study_survives_losing_a_ray_node(tmp_path):
+def test_study_survives_losing_a_ray_node(tmp_path, ray_tmp):
     (tmp_path / "fake.py").write_text(FAKE)
     (tmp_path / "driver.py").write_text(DRIVER)
     study = tmp_path / "tn.yaml"
@@ -287,7 +296,7 @@ def test_study_survives_losing_a_ray_node(tmp_path):
     sync = tmp_path / "sync"
     sync.mkdir()
     db = tmp_path / "tn.db"
-    env = ray_env(tmp_path, SYNC_DIR=str(sync), RAY_AUTH_MODE="disabled")
+    env = ray_env(tmp_path, ray_tmp, SYNC_DIR=str(sync), RAY_AUTH_MODE="disabled")
     proc = subprocess.run([sys.executable, str(tmp_path / "driver.py"), str(study), str(db)], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
