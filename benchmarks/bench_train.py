@@ -263,7 +263,7 @@ def _instrumented_stabletune(window: Window):
         return batch
 
     def no_test(*args, **kwargs):  # only reached after the timed window (the run was stopped by the callback)
-        return {}, float("nan"), None
+        return {}, float("nan"), np.empty(0)  # evaluate's contract: metrics, loss, predictions (none here)
 
     pending: list = []
     loop_mod.collate, loop_mod.evaluate = collate, no_test
@@ -516,7 +516,7 @@ def ensemble_speed(args, data: TaskData, ks: list[int], steps: int, repeats: int
                 return window.step((len(lengths), e.width, int(lengths.sum()), int((lengths**2).sum())))
 
             real_evaluate = loop_mod.evaluate
-            loop_mod.evaluate = lambda *a, **kw: ({}, float("nan"), None)  # skip the untimed test evaluations
+            loop_mod.evaluate = lambda *a, **kw: ({}, float("nan"), np.empty(0))  # skip the untimed test evaluations
             try:
                 train_ensemble(cfgs, [None] * k, callback=callback)
             finally:

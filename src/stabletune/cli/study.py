@@ -31,7 +31,9 @@ def register(sub) -> None:
                    help="local: a process pool on this machine (default); ray: one Ray task per run")
     r.add_argument("--workers", type=int, metavar="N",
                    help="concurrent runs (local default: one per core up to 4 cores; 0: run in this process)")
-    r.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster instead of starting a local one")
+    r.add_argument("--ray-address", metavar="ADDR",
+                   help="join this Ray cluster (HOST:PORT of its GCS) instead of starting a local one; refused in "
+                        "one line if it does not let the driver join within 30 s")
     r.add_argument("--data-dir", metavar="DIR", help="GLUE folder for every run (overrides the study file)")
     r.add_argument("--ensemble", default="auto", metavar="K|auto",
                    help="train up to K runs that differ only in their seeds at once as one vectorised model "
