@@ -543,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         args.extra = {"batch_size": 16, "num_evals": 3, "threads": 1}
         args.max_steps = 6
         args.workers = 0 if args.workers is None else args.workers
-    from stabletune.fit import SearchSpace, model_shape, search_space
+    from stabletune.fitting import SearchSpace, model_shape, search_space
     from stabletune.study.backends import default_workers
 
     workers = max(1, args.workers if args.workers else default_workers())

@@ -5,7 +5,7 @@
     python benchmarks/bench_study_layout.py --task cola --json
     python benchmarks/bench_study_layout.py --quick --model DIR   # smoke run (tests)
 
-Each layout runs short real runs (``stabletune.train.train``, or ``train_ensemble``; ``--steps`` updates and one
+Each layout runs short real runs (``stabletune.training.train``, or ``train_ensemble``; ``--steps`` updates and one
 evaluation) in worker processes that start together (each loads torch and the model first, then waits for a
 common "go"), and reads the timings every run records (setup, training, evaluation, test). A full run is
 extrapolated from them: training time x (full steps / measured steps), evaluation time x (10 / 1), plus setup
@@ -45,8 +45,8 @@ def worker(spec: dict) -> None:
 
     torch.set_num_threads(spec["threads"])
     from stabletune.config import make_config
-    from stabletune.train import train_ensemble
-    from stabletune.train import train
+    from stabletune.training import train_ensemble
+    from stabletune.training import train
 
     # The first member of every process keeps data seed 0, so every layout times the same batches; further
     # ensemble members take their own data order (and so pay for padding to the longest member's batch).

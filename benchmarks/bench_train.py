@@ -12,7 +12,7 @@ order rotates between repeats), so a busy neighbour slows all methods alike; we 
 Methods, all on the same model (default: the embedded MiniLM-L6), task, ``paper-1k`` split, batch size, LR and
 number of steps:
 
-* ``stabletune``: :func:`stabletune.train.train` itself, run with the paper-1k recipe and stopped by its callback
+* ``stabletune``: :func:`stabletune.training.train` itself, run with the paper-1k recipe and stopped by its callback
   after ``1 + steps`` updates (so the real setup, batching, techniques.prepare and step code run, unchanged),
   on the default path: random batches (the paper's) and the unpadded encoder (``stabletune.unpadded``).
   The one warm-up update is not timed; the final test evaluation that ``train`` does for a stopped run is skipped
@@ -45,7 +45,7 @@ counted as the useful ones (its dense layers see no padding; its attention pads 
 and its last block runs for the first tokens only, which the formula does not credit).
 
 Also measured: the fraction of peak of one update at fixed lengths (16, 64, 128 tokens), and the wall time of one
-full ``paper-1k`` run (3 epochs, 10 evaluations, test) through ``stabletune.train.train``.
+full ``paper-1k`` run (3 epochs, 10 evaluations, test) through ``stabletune.training.train``.
 """
 
 from __future__ import annotations
@@ -275,7 +275,7 @@ def _instrumented_stabletune(window: Window):
 
 def run_stabletune(data: TaskData, args, steps: int, repeat: int, *, method: str = "stabletune") -> dict:
     from stabletune.config import make_config
-    from stabletune.train import train
+    from stabletune.training import train
 
     cfg = make_config({"task": data.task, "data_dir": args.data_dir, "split": "paper-1k", "model": args.model,
                        "threads": args.threads, "progress": False, "num_evals": 1, "seed": 0,
@@ -468,7 +468,7 @@ def ablations(args, reps: int = 3) -> dict:
 # ------------------------------------------------------------------------------------------------
 def end_to_end(args) -> dict:
     from stabletune.config import make_config
-    from stabletune.train import train
+    from stabletune.training import train
 
     over = {"task": args.e2e_task, "data_dir": args.data_dir, "split": "paper-1k", "model": args.model,
             "threads": args.threads, "progress": False, **STABLETUNE_METHODS["stabletune"]}
@@ -488,7 +488,7 @@ def ensemble_speed(args, data: TaskData, ks: list[int], steps: int, repeats: int
     """Seconds per update per seed of ``train_ensemble`` with K members (K=1: the ordinary ``train``)."""
     from stabletune.config import make_config
     from stabletune.engine import loop as loop_mod
-    from stabletune.train import train_ensemble
+    from stabletune.training import train_ensemble
 
     rows = {k: [] for k in ks}
     for r in range(repeats):
@@ -691,7 +691,7 @@ def fmt_table(res: dict) -> str:
     if e:
         proj = (f"; official training alone would take ~{e['official_train_s_projected']:.0f} s "
                 f"({e['steps']} x its median s/step)" if "official_train_s_projected" in e else "")
-        out += ["", f"end to end, stabletune.train.train on {e['task']} paper-1k ({e['steps']} updates, "
+        out += ["", f"end to end, stabletune.training.train on {e['task']} paper-1k ({e['steps']} updates, "
                 f"{e['evals']} evaluations + test): {e['wall_s']:.1f} s wall = train {e['train_s']:.1f} + eval "
                 f"{e['eval_s']:.1f} + test {e['test_s']:.1f} + setup {e['setup_s']:.1f}; "
                 f"{e['examples_per_s']:.1f} examples/s in training{proj}"]

@@ -11,7 +11,7 @@
    memory. The same for the ``eager`` attention, for comparison.
 2. Vectorised ensembles (:class:`stabletune.engine.ensemble.StackedModels`) of a MiniLM-sized encoder (6 layers, width
    384), K in {1, 4, 8, 16}, at 32 and 128 tokens: seconds per update per seed against one separate run's update
-   (SDPA, no vmap, as :func:`stabletune.train.train`), and memory.
+   (SDPA, no vmap, as :func:`stabletune.training.train`), and memory.
 
 No data set and no download: inputs are random token ids. ``--json`` prints JSON.
 """

@@ -58,8 +58,8 @@ def check_equivalence(model: str, data_dir: str, task: str) -> dict:
     import torch
 
     from stabletune.config import make_config
-    from stabletune.train import train_ensemble
-    from stabletune.train import train
+    from stabletune.training import train_ensemble
+    from stabletune.training import train
 
     cfgs = [make_config({"task": task, "data_dir": data_dir, "model": model, "split": "paper-1k", "seed": s,
                          "dropout": 0.0, "precision": "fp32", "max_steps": 30, "num_evals": 3, "lr": 1e-4,

@@ -7,7 +7,7 @@
 ``benchmarks/bench_fit.py`` runs, on sentiment and similarity, every cell of fit's grid with fit's seeds, and a
 grid run is the run fit makes for that recipe and seed (same configuration and seed: the same scores to every
 digit; ``report.json`` -> ``shipped_test_equals_grid_twin``). So fit's decisions can be replayed without training:
-this script drives fit's own search loop (:class:`stabletune.fit._Search`: the planner, the budget's estimates,
+this script drives fit's own search loop (:class:`stabletune.fitting.recipe._Search`: the planner, the budget's estimates,
 trims and undos) with a backend that answers each run with its grid result after its measured wall time on a
 simulated clock (2 workers, as the grid ran). It prints, per budget, the runs fit would make, the simulated wall
 time, the trims, the chosen recipe with its mean validation score and its mean test score over seeds (the grid
@@ -28,17 +28,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import stabletune.fit as fitmod
+import stabletune.fitting.recipe as fitmod
 from stabletune.config import make_config
-from stabletune.fit import (
-    Budget,
-    FitPlanner,
-    Limits,
-    SearchSpace,
-    _Search,
-    model_shape,
-    search_space,
-)
+from stabletune.fitting import Budget, FitPlanner, Limits, SearchSpace, model_shape, search_space
+from stabletune.fitting.recipe import _Search
 from stabletune.metrics import NAN_SCORE
 from stabletune.study.store import Store
 

@@ -1,4 +1,4 @@
-"""Staged writers (stabletune.atomic): a failed write leaves the earlier file as it was and no temporary file;
+"""Staged writers (stabletune.outputs): a failed write leaves the earlier file as it was and no temporary file;
 an OSError reaches the user as one line naming the path. The disk-full cases are made by a writer that writes
 part of its output and then fails with ENOSPC, as a full disk does (measured on a 3 MB tmpfs too: docs/LOG.md)."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from stabletune.atomic import WriteError, staged_file, staged_folder
+from stabletune.outputs import WriteError, staged_file, staged_folder
 from stabletune.cli import main
 from test_bad_input import STUDY, fake_run
 

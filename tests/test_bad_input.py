@@ -135,7 +135,7 @@ class Case:
     also_not: str | None = None  # a wording the line must no longer have
 
 
-TRAIN = ("stabletune.train:train", "stabletune.train:train_ensemble")
+TRAIN = ("stabletune.training:train", "stabletune.training:train_ensemble")
 STUDY_READS = ("stabletune.study:load_frames", "stabletune.study:export_results", "stabletune.study:load_results",
                "stabletune.study:export_frames")
 

@@ -10,7 +10,7 @@ import torch
 
 from stabletune.engine.events import Event
 from stabletune.engine.setup import eval_steps, linear_schedule
-from stabletune.train import train, train_ensemble
+from stabletune.training import train, train_ensemble
 from tinymodel import tiny_run_config
 
 

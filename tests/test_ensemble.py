@@ -10,7 +10,7 @@ from torch.testing import assert_close
 
 from stabletune.engine import loop as loop_mod
 from stabletune.errors import ConfigError
-from stabletune.train import train, train_ensemble
+from stabletune.training import train, train_ensemble
 from tinymodel import tiny_run_config
 
 

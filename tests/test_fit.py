@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 import stabletune
-from stabletune.fit import (TRIMS, Budget, Candidate, FitPlanner, Limits, SearchSpace, SeedResult, layer_grid,
-                            lr_grid, parse_budget, search_space, update_grid)
+from stabletune.fitting.recipe import (TRIMS, Budget, Candidate, FitPlanner, Limits, SearchSpace, SeedResult, layer_grid,
+                                   lr_grid, parse_budget, search_space, update_grid)
 from stabletune.errors import ConfigError
 from stabletune.study.store import Store
 from tinymodel import write_user_data
@@ -167,7 +167,7 @@ def test_budget_estimates_cost_and_makespan():
 
 
 def test_automatic_budget_is_a_fifth_of_the_grid_estimated_from_the_first_run(tmp_path):
-    from stabletune.fit import AUTO_BUDGET_FRACTION, SPENT_FILE, _read_spent
+    from stabletune.fitting.recipe import AUTO_BUDGET_FRACTION, SPENT_FILE, _read_spent
 
     b = Budget(None, workers=2, start=0.0, spent_file=tmp_path / SPENT_FILE, grid=[100] * 4 + [200] * 4)
     assert b.resolve() is None and b.left() == math.inf  # nothing measured: nothing to trim against yet
@@ -188,7 +188,7 @@ def test_automatic_budget_is_a_fifth_of_the_grid_estimated_from_the_first_run(tm
 
 
 def test_budget_of_a_resumed_fit_counts_the_earlier_calls(tmp_path):
-    from stabletune.fit import SPENT_FILE, _read_spent
+    from stabletune.fitting.recipe import SPENT_FILE, _read_spent
 
     spent = tmp_path / SPENT_FILE
     assert _read_spent(spent) == 0.0 and Budget(1000, workers=1, spent_file=spent).earlier == 0.0  # a new fit
@@ -290,8 +290,8 @@ def test_fit_output_reloads_with_plain_transformers(fitted):
 def _fit_on_paper_clock(tiny_model, tmp_path, monkeypatch, budget: float | str):
     """A fit whose runs report 100 s per 9 updates (10 s fixed + 10 s per update) on a clock that advances by
     exactly what they report: the budget sees the time its estimates are about (no sleeps, no real timing)."""
-    import stabletune.fit as fit_module
-    from stabletune.train import train
+    import stabletune.fitting.recipe as fit_module
+    from stabletune.training import train
 
     clock = [0.0]
     monkeypatch.setattr(fit_module, "_now", lambda: clock[0])
@@ -321,7 +321,7 @@ def test_a_budget_below_the_smallest_plan_says_so(tiny_model, tmp_path, monkeypa
     """--budget 100 s: the smallest plan (one recipe x 3 seeds of 100 s) takes 300 s; the fit still ships, and a
     warning says it ran 3x over and what budget would allow a search (issue 23: `--budget 1` ran 45x over in
     silence). Within budget (400 s) there is no such warning."""
-    caplog.set_level("WARNING", logger="stabletune.fit")
+    caplog.set_level("WARNING", logger="stabletune.fitting.recipe")
     record, ran, end = _fit_on_paper_clock(tiny_model, tmp_path, monkeypatch, 100)
     assert end == 300.0 and record["choice"]["seeds"] == 3
     over = [r.getMessage() for r in caplog.records if "against --budget" in r.getMessage()]
@@ -375,7 +375,7 @@ def test_fit_resumes_after_sigkill_without_recomputing(tiny_model, tmp_path):
         sys.path.insert(0, {str(ROOT / 'tests')!r})
         from pathlib import Path
         import stabletune
-        from stabletune.train import train
+        from stabletune.training import train
         from test_fit import tiny_fit
         calls = []
         def run_fn(cfg, out_dir=None, *, callback=None):
@@ -410,7 +410,7 @@ def test_fit_resumes_after_sigkill_without_recomputing(tiny_model, tmp_path):
     calls = []
 
     def recording(cfg, out_dir=None, *, callback=None):
-        from stabletune.train import train
+        from stabletune.training import train
 
         calls.append(cfg)
         return train(cfg, out_dir, callback=callback)
@@ -540,7 +540,7 @@ def test_bench_fit_tiny_smoke(tiny_model, tmp_path):
     # After each rung but the last, the grid so far is handed to `save` (report.json), marked incomplete
     from argparse import Namespace
 
-    from stabletune.fit import SearchSpace
+    from stabletune.fitting import SearchSpace
 
     space = SearchSpace(lrs=(3e-3, 1e-2), layers=(0, 1), updates=(9, 18), anchor_lr=3e-3, anchor_layers=1)
     ds = bench.build("sentiment", glue_dir(), tmp_path / "sentiment" / "data", 48)
@@ -625,7 +625,7 @@ def test_a_script_without_the_main_guard_is_told_why(tiny_model, tmp_path):
     script = tmp_path / "myfit.py"
     script.write_text(
         "import stabletune\n"
-        "from stabletune.fit import SearchSpace\n"
+        "from stabletune.fitting import SearchSpace\n"
         f"stabletune.fit(train_file={str(data['train'])!r}, dev_file={str(data['val'])!r}, text_columns=['review'],"
         f" label_column='verdict', model={str(tiny_model)!r}, out={str(tmp_path / 'model')!r}, workers=1,"
         " progress=False, batch_size=16, num_evals=3, threads=1,"

@@ -21,7 +21,7 @@ from stabletune.data.batching import collate, epoch_batches, steps_per_epoch  # 
 from stabletune.integrations.hf import prepare_for_trainer  # noqa: E402
 from stabletune.model import load_model  # noqa: E402
 from stabletune.engine.setup import derive_seed, encode_splits  # noqa: E402
-from stabletune.train import train  # noqa: E402
+from stabletune.training import train  # noqa: E402
 
 WORDS = "the a cat dog sat ran on under mat log big small red blue quickly slowly".split()
 

@@ -13,7 +13,7 @@ import pytest
 from stabletune.cli import main
 from stabletune.config import make_config
 from stabletune.predict import predict_file
-from stabletune.train import train
+from stabletune.training import train
 from tinymodel import write_user_data
 
 
@@ -167,7 +167,7 @@ def test_predict_bad_input_one_line_exit_2(case, cls_run, tiny_model, tmp_path, 
 def test_fit_output_predicts_its_own_test_score(tiny_model, tmp_path, capsys):
     """`stabletune predict` on fit's folder and test file gives fit.json's test score (fit reports it that way)."""
     import stabletune
-    from stabletune.fit import SearchSpace
+    from stabletune.fitting import SearchSpace
 
     data = write_user_data(tmp_path / "data", kind="regression")
     out = tmp_path / "model"

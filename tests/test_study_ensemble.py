@@ -65,7 +65,7 @@ def test_study_ensemble_stores_every_member_as_its_separate_run(tiny_model, tmp_
 
 
 def test_a_failing_ensemble_fails_each_member(tiny_model, tmp_path, monkeypatch):
-    import stabletune.train as train_mod
+    import stabletune.training as train_mod
 
     def broken(cfgs, out_dirs=None, *, callback=None):
         raise RuntimeError("out of memory (simulated)")

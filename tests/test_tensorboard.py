@@ -14,7 +14,7 @@ from stabletune.config import make_config  # noqa: E402
 from stabletune.errors import ConfigError  # noqa: E402
 from stabletune.study import run_study  # noqa: E402
 from stabletune.study.spec import parse_study, run_id_for  # noqa: E402
-from stabletune.train import train  # noqa: E402
+from stabletune.training import train  # noqa: E402
 from tinymodel import glue_dir  # noqa: E402
 
 

@@ -11,7 +11,7 @@ import torch
 from stabletune.config import make_config
 from stabletune.engine import loop as loop_mod
 from stabletune.engine.setup import linear_schedule
-from stabletune.train import train
+from stabletune.training import train
 from tinymodel import glue_dir
 
 

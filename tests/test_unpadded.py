@@ -239,7 +239,7 @@ def run_cfg(model_dir, **kw):
 def test_20_updates_take_the_same_trajectory_on_both_paths(tiny_model, tmp_path):
     """Random batches (RTE: ~45 % padding), dropout off: the same losses, gradient norms, evaluations and test
     scores on both paths; results.json says which path ran; the unpadded run's saved model starts a new run."""
-    from stabletune.train import train
+    from stabletune.training import train
 
     hf = train(run_cfg(tiny_model, encoder_impl="hf"), None)
     un = train(run_cfg(tiny_model, save_model=True), str(tmp_path / "un"))
@@ -301,7 +301,7 @@ def test_run_ids_follow_the_resolved_path(tmp_path):
 
 
 def test_ensembles_never_vectorise_unpadded_runs(tiny_model):
-    from stabletune.train import sequential_reason
+    from stabletune.training import sequential_reason
 
     assert "unpadded" in sequential_reason(run_cfg(tiny_model))
     assert sequential_reason(run_cfg(tiny_model, encoder_impl="hf")) is None

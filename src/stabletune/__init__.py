@@ -23,11 +23,11 @@ __all__ = ["RunConfig", "make_config", "train", "fit", "predict_file", "StudySpe
 
 def __getattr__(name: str):  # lazy: importing stabletune must not import torch (analysis code relies on it)
     if name == "train":
-        from stabletune.train import train
+        from stabletune.training import train
 
         return train
     if name == "fit":
-        from stabletune.fit import fit
+        from stabletune.fitting import fit
 
         return fit
     if name == "predict_file":

@@ -4,7 +4,7 @@ Precedence (lowest to highest): dataclass defaults < YAML file (``--config``) < 
 (``--lr 3e-5``) and ``key=value`` overrides.
 
 The edge reads a :class:`RunConfig`: the CLI, study files (:mod:`stabletune.study`) and the run engine's set-up
-(:mod:`stabletune.engine.setup`, behind :func:`stabletune.train.train`). The components below it (techniques,
+(:mod:`stabletune.engine.setup`, behind :func:`stabletune.training.train`). The components below it (techniques,
 data readers and splits, metrics) take plain keyword arguments and raise plain errors about values
 (:class:`~stabletune.errors.InvalidValue`); :func:`option_errors` rewords those as the options that set them.
 """

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stabletune.atomic import staged_file
+from stabletune.outputs import staged_file
 from stabletune.errors import ConfigError, DataError, UserError
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def predict_file(model_dir: str | os.PathLike, input_file: str | os.PathLike, ou
         torch.set_num_threads(threads)
     out_path = Path(output_file) if output_file is not None else None
     if out_path is not None:
-        from stabletune.cli.outputs import check_out_file
+        from stabletune.outputs import check_out_file
 
         if out_path.suffix.lower() not in OUTPUT_FORMATS:
             raise ConfigError(f"invalid option --output: {out_path.name}: use a {', '.join(OUTPUT_FORMATS)} file")

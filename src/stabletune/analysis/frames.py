@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stabletune.atomic import staged_folder
+from stabletune.outputs import staged_folder
 from stabletune.errors import DataError, UserError
 from stabletune.tasks import GLUE_TASKS, METRIC_ALIASES, NAME_RE, NAME_RULE, canonical_name
 

@@ -22,7 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from stabletune.atomic import staged_file
+from stabletune.outputs import staged_file
 from stabletune.analysis.frames import display_task, main_values, method_order, task_order
 from stabletune.analysis.stats import (PAPER_ITERATIONS, SeedGrid, bias_correction_ratio, percent_scale,
                                       resolve_metric, score_unit_label)
@@ -66,7 +66,7 @@ def _integer_x(ax) -> None:
 
 def save_figure(fig: Figure, path: str | Path, *, dpi: int = 110) -> Path:
     """Write ``fig`` as PNG (parent folders created), staged: a failed write leaves no half-written file
-    (:mod:`stabletune.atomic`)."""
+    (:mod:`stabletune.outputs`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with staged_file(path) as tmp:

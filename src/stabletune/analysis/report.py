@@ -54,7 +54,7 @@ from stabletune.analysis.stats import (
     summary_table,
     ttest_name,
 )
-from stabletune.atomic import WriteError
+from stabletune.outputs import WriteError
 from stabletune.errors import DataError, UserError
 
 STATUSES = ("finished", "failed", "diverged", "killed")

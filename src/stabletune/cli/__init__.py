@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"stabletune: error: {e}\n")
         return 2
     except OSError as e:
-        # the writers name their path (stabletune.atomic.WriteError); a disk that fills (or turns read-only)
+        # the writers name their path (stabletune.outputs.WriteError); a disk that fills (or turns read-only)
         # anywhere else is still the machine's state, not a bug: one line, never a traceback
         if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
             raise

@@ -8,7 +8,7 @@ import sys
 
 
 def register(sub) -> None:
-    from stabletune.fit import DEFAULT_BUDGET, DEFAULT_SEEDS
+    from stabletune.fitting import DEFAULT_BUDGET, DEFAULT_SEEDS
 
     p = sub.add_parser(
         "fit", help="stable fine-tuning in one command: the paper's recipe searched on validation",
@@ -55,7 +55,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stabletune.fit import fit, parse_budget
+    from stabletune.fitting import fit, parse_budget
 
     options = {k: getattr(args, k) for k in ("max_seq_length", "batch_size", "device", "precision", "split")
                if getattr(args, k) is not None}

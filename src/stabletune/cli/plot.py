@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stabletune.cli.outputs import check_out_file
+from stabletune.outputs import check_out_file
 from stabletune.errors import ConfigError
 
 KINDS = ("bias-ratio",)

@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     """Write the report; print where it is and the test-score table of the checkpoint the report leads with."""
     from stabletune.analysis.frames import display_task
     from stabletune.analysis.report import check_out_dir, summary_checkpoint, write_report
-    from stabletune.cli.outputs import check_out_folder
+    from stabletune.outputs import check_out_folder
 
     metric_by_task = parse_metric_options(args.metric)  # options first: fail before reading anything
     if args.n_boot < 1:

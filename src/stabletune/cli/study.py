@@ -163,7 +163,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "tables":
         return _export_tables(args)
     if args.out:  # checked before the database is read
-        from stabletune.cli.outputs import check_out_file
+        from stabletune.outputs import check_out_file
 
         check_out_file(args.out, what=f"{args.format.upper()} file")
     path = export_results(args.study, fmt=args.format, out=args.out, db=args.db)
@@ -173,7 +173,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _export_tables(args: argparse.Namespace) -> int:
     from stabletune.analysis.frames import check_export_dir
-    from stabletune.cli.outputs import check_out_folder
+    from stabletune.outputs import check_out_folder
     from stabletune.errors import UserError
     from stabletune.study import export_frames
     from stabletune.study.results import default_export_dir

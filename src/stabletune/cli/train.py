@@ -11,8 +11,8 @@ from dataclasses import MISSING
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from stabletune.cli.outputs import check_out_folder
-from stabletune.config import FIELDS, RunConfig, _base_type, field_type, make_config, option_name
+from stabletune.outputs import check_out_folder
+from stabletune.config import FIELDS, RunConfig, _base_type, field_type, make_config
 from stabletune.errors import ConfigError
 
 
@@ -83,29 +83,9 @@ def member_configs(cfg: RunConfig, k: int) -> list[RunConfig]:
     return members
 
 
-def check_inputs(cfg: RunConfig) -> None:
-    """What can be checked against the model before anything is loaded: ``--max-seq-length`` within the model's
-    positions, and long enough to hold the tokenizer's special tokens plus at least one token of each text (a
-    shorter length cannot be truncated to: the tokenizer would pass the sequences through whole)."""
-    from stabletune.data.readers import sentence_pairs
-    from stabletune.model import input_limits
-
-    limits = input_limits(cfg.model, init_from=cfg.init_from)
-    n = cfg.max_seq_length
-    if limits.max_length is not None and n > limits.max_length:
-        raise ConfigError(f"invalid option --max-seq-length: {n} is more than the {limits.max_length} positions "
-                          f"of model {cfg.init_from or cfg.model}")
-    pairs = sentence_pairs(task=cfg.task, train_file=cfg.train_file, text_columns=cfg.text_columns)
-    special = limits.special_tokens[pairs]
-    need = special + (2 if pairs else 1)
-    if n < need:
-        raise ConfigError(f"invalid option --max-seq-length: {n} leaves no room for text: the tokenizer adds "
-                          f"{special} special tokens to each {'sentence pair' if pairs else 'text'}; "
-                          f"give at least {need}")
-
-
 def run(args: argparse.Namespace) -> int:
-    from stabletune.train import train
+    from stabletune.engine.setup import check_inputs  # torch: imported when a run starts, not for --help
+    from stabletune.training import train
 
     cfg = make_config(parse_overrides(args), yaml_path=args.config)
     if not cfg.out:
@@ -116,10 +96,6 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("invalid option --report-to: not supported with --ensemble; train the seeds one by one "
                           "or as a study (one TensorBoard run per seed)")
     # Everything that can fail without training fails here, before data and model are loaded.
-    for name in ("train_file", "dev_file", "test_file", "init_from", "data_dir"):
-        path = getattr(cfg, name)
-        if path is not None and not Path(path).exists():
-            raise ConfigError(f"invalid option {option_name(name)}: {path} not found")
     check_out_folder(cfg.out, overwrite=cfg.overwrite, may_exist=args.ensemble > 1)
     if cfg.report_to != "none" and cfg.logging_dir is not None:
         check_out_folder(cfg.logging_dir, option="--logging-dir", may_exist=True)
@@ -128,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     if members is None:
         results = [train(cfg)]
     else:
-        from stabletune.train import train_ensemble
+        from stabletune.training import train_ensemble
 
         # each member's folder is checked (exists without --overwrite?) before any training starts
         results = train_ensemble(members)

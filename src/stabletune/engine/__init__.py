@@ -1,4 +1,4 @@
-"""The run engine: one body for every fine-tuning run (:func:`stabletune.train.train_members`).
+"""The run engine: one body for every fine-tuning run (:func:`stabletune.training.train_members`).
 
 * :mod:`.setup` -- config -> data, the paper's split, tokenised sets, each member's prepared model, schedule,
   precision, evaluation plan;

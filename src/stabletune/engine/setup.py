@@ -14,12 +14,13 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from stabletune.config import RunConfig, option_errors
+from stabletune.config import RunConfig, option_errors, option_name
 from stabletune.data.batching import Encoded, encode, steps_per_epoch
 from stabletune.engine.runlog import RunFolder
 from stabletune.errors import ConfigError
@@ -59,6 +60,36 @@ def encode_splits(tokenizer, splits, *, max_length: int, is_regression: bool) ->
         return encode(tokenizer, rows, max_length=max_length, is_regression=is_regression)
     return {name: one(rows)
             for name, rows in (("train", splits.train), ("validation", splits.validation), ("test", splits.test))}
+
+
+def check_inputs(cfg: RunConfig) -> None:
+    """What can be checked before anything is loaded: the input files and folders exist; ``max_seq_length`` is
+    within the model's positions, and long enough to hold the tokenizer's special tokens plus at least one token
+    of each text (a shorter length cannot be truncated to: the tokenizer would pass the sequences through whole).
+
+    Raises:
+        ConfigError: naming the option (``--train-file``, ``--max-seq-length``, ...).
+    """
+    from stabletune.data.readers import sentence_pairs
+    from stabletune.model import input_limits
+
+    for name in ("train_file", "dev_file", "test_file", "init_from", "data_dir"):
+        path = getattr(cfg, name)
+        if path is not None and not Path(path).exists():
+            raise ConfigError(f"invalid option {option_name(name)}: {path} not found")
+
+    limits = input_limits(cfg.model, init_from=cfg.init_from)
+    n = cfg.max_seq_length
+    if limits.max_length is not None and n > limits.max_length:
+        raise ConfigError(f"invalid option --max-seq-length: {n} is more than the {limits.max_length} positions "
+                          f"of model {cfg.init_from or cfg.model}")
+    pairs = sentence_pairs(task=cfg.task, train_file=cfg.train_file, text_columns=cfg.text_columns)
+    special = limits.special_tokens[pairs]
+    need = special + (2 if pairs else 1)
+    if n < need:
+        raise ConfigError(f"invalid option --max-seq-length: {n} leaves no room for text: the tokenizer adds "
+                          f"{special} special tokens to each {'sentence pair' if pairs else 'text'}; "
+                          f"give at least {need}")
 
 
 def load_run_data(cfg: RunConfig):

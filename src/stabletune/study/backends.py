@@ -82,7 +82,7 @@ def execute(job: dict, run_fn: RunFn | None = None, sink: Sink | None = None) ->
         job: ``{"run_id", "config": RunConfig dict, "kill": {"at_eval", "threshold"} | None}``; a job with
             ``"members": [{"run_id", "config"}, ...]`` trains those runs at once (see :func:`execute_group`).
         run_fn: ``train(cfg, out_dir, *, callback)``, calling back with :class:`~stabletune.engine.events.Event`;
-            default :func:`stabletune.train.train`.
+            default :func:`stabletune.training.train`.
         sink: receives ``(run_id, step, total, score)`` progress tuples.
 
     Returns:
@@ -113,7 +113,7 @@ def execute(job: dict, run_fn: RunFn | None = None, sink: Sink | None = None) ->
 
     try:
         if run_fn is None:
-            from stabletune.train import train as run_fn
+            from stabletune.training import train as run_fn
         cfg = RunConfig(**job["config"]).validate()
         result = run_fn(cfg, None, callback=callback)
         data = result.to_dict() if hasattr(result, "to_dict") else dict(result)
@@ -123,7 +123,7 @@ def execute(job: dict, run_fn: RunFn | None = None, sink: Sink | None = None) ->
 
 
 def execute_group(job: dict, sink: Sink | None = None) -> dict:
-    """Train a job's member runs as one vectorised ensemble (:func:`stabletune.train.train_ensemble`).
+    """Train a job's member runs as one vectorised ensemble (:func:`stabletune.training.train_ensemble`).
 
     Returns ``{"run_id": job id, "group": [one outcome per member, as :func:`execute` returns it]}``; when the
     ensemble fails, every member carries the failure.
@@ -146,7 +146,7 @@ def execute_group(job: dict, sink: Sink | None = None) -> dict:
         return False
 
     try:
-        from stabletune.train import train_ensemble
+        from stabletune.training import train_ensemble
 
         cfgs = [RunConfig(**m["config"]).validate() for m in job["members"]]
         results = train_ensemble(cfgs, [None] * len(cfgs), callback=callback)

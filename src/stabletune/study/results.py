@@ -18,7 +18,7 @@ import pandas as pd
 
 from stabletune.errors import ConfigError, DataError, UserError
 from stabletune.study.spec import StudySpec, load_study, parse_study
-from stabletune.atomic import staged_file
+from stabletune.outputs import staged_file
 from stabletune.study.store import TERMINAL, Store
 from stabletune.study.tuning import Planner, candidate_label
 

@@ -237,10 +237,10 @@ def run_study(study: StudySpec | str | Path, *, db: str | Path | None = None, ba
         early_kill: stop runs that fall behind their peers at an early evaluation (off by default).
         retry_failed: also redo runs recorded as failed.
         data_dir: GLUE folder for every run (overrides the study file).
-        run_fn: the run function (default :func:`stabletune.train.train`); must be picklable for
+        run_fn: the run function (default :func:`stabletune.training.train`); must be picklable for
             ``local``/``ray``.
         ensemble: train up to this many runs that differ only in their seeds at once, as one vectorised model
-            (:func:`stabletune.train.train_ensemble`); None (auto): :data:`GPU_ENSEMBLE` on a GPU backend,
+            (:func:`stabletune.training.train_ensemble`); None (auto): :data:`GPU_ENSEMBLE` on a GPU backend,
             1 on CPU, where it is slower than separate runs (docs/performance.md). Not combined with early kill.
 
     Returns:
@@ -373,7 +373,7 @@ class _Driver:
         """Queued runs to train together with ``run`` as one ensemble: the same config up to the seeds."""
         if self.ensemble <= 1 or run.config.report_to != "none":  # TensorBoard logs one run at a time
             return []
-        from stabletune.train import member_key, sequential_reason  # imports torch: only when needed
+        from stabletune.training import member_key, sequential_reason  # imports torch: only when needed
 
         if sequential_reason(run.config) is not None:
             return []

@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from stabletune.atomic import staged_file, staged_folder
+from stabletune.outputs import staged_file, staged_folder
 from stabletune.config import FIELDS, RunConfig, make_config
 from stabletune.errors import ConfigError, UserError
 from stabletune.metrics import NAN_SCORE
@@ -642,7 +642,7 @@ def fit(*, out: str | os.PathLike, train_file: str | None = None, dev_file: str 
         workers: concurrent runs (default: one per core up to 4; 0 runs them in this process).
         overwrite: replace a finished fit in ``out`` (start over).
         space, limits: override the grid and the plan (tests, power users).
-        run_fn: the run function (tests); default :func:`stabletune.train.train`.
+        run_fn: the run function (tests); default :func:`stabletune.training.train`.
         run_options: other ``RunConfig`` options for every run (``max_seq_length``, ``batch_size``, ...).
 
     Raises:
@@ -668,8 +668,7 @@ def fit(*, out: str | os.PathLike, train_file: str | None = None, dev_file: str 
                          text_columns=text_columns, label_column=label_column, task_type=task_type, model=model,
                          metric=metric, run_options=run_options)
     base_cfg = make_config(base)
-    from stabletune.cli.train import check_inputs
-    from stabletune.engine.setup import load_run_data, resolve_device, resolve_precision
+    from stabletune.engine.setup import check_inputs, load_run_data, resolve_device, resolve_precision
 
     check_inputs(base_cfg)  # --max-seq-length against the model, before reading data
     # what every run would refuse in its first second, refused before the search starts (issue 23)
@@ -862,7 +861,7 @@ def _refuse_other_options(db: Path, describe: dict[str, Any]) -> None:
 
 
 def _prepare_out(out_dir: Path, overwrite: bool) -> None:
-    from stabletune.cli.outputs import check_out_folder
+    from stabletune.outputs import check_out_folder
 
     check_out_folder(out_dir, may_exist=True)  # a file, or a place where nothing can be created: refused now
     if (out_dir / "fit.json").exists():
@@ -1124,7 +1123,7 @@ def _finalize(out_dir: Path, view: PlanView, *, planner: FitPlanner, search: _Se
     chosen_result = choice.seeds[best_seed]
     src = search.folder_of(chosen_run) / "model"
     if not (src / "config.json").is_file():  # deleted by an earlier call that had trimmed this recipe away
-        from stabletune.train import train
+        from stabletune.training import train
 
         log.info("fit: retraining %s seed %d (its saved model was deleted)", choice.candidate.key, best_seed)
         cfg = replace(search.spec_of(chosen_run).config, out=str(search.folder_of(chosen_run)), overwrite=True)
@@ -1319,15 +1318,3 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return "nan" if not math.isfinite(v) else f"{v:.4f}"
     return str(v)
-
-
-
-class _CallableModule(type(sys)):
-    """``stabletune.fit(...)`` is the function :func:`fit`, also once ``import stabletune.fit`` (or any
-    ``from stabletune.fit import ...``) has bound the package attribute ``fit`` to this module."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> FitResult:
-        return fit(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
