@@ -37,11 +37,11 @@ seeds: 3
 
 
 def committed_exports(results: Path) -> list[Path]:
-    """The study folders ``results/<study>/`` that hold both a ``report.md`` and an ``export/`` (meta.json)."""
+    """The study folders under ``results/`` (``<study>/`` or a group's ``<group>/<study>/``) that hold both a
+    ``report.md`` and an ``export/`` (meta.json)."""
     if not results.is_dir():
         return []
-    return sorted(d for d in results.iterdir()
-                  if (d / "report.md").is_file() and (d / "export" / "meta.json").is_file())
+    return sorted(p.parent for p in results.rglob("report.md") if (p.parent / "export" / "meta.json").is_file())
 
 
 # Regenerating a committed report runs numpy/BLAS kernels that differ by CPU (AVX-512 vs AVX2 reductions sum in
@@ -179,7 +179,8 @@ def test_report_from_export_equals_report_from_database(tiny_model, tmp_path, ca
 
 
 @pytest.mark.parametrize("study_dir", committed_exports(RESULTS) or [None],
-                         ids=[d.name for d in committed_exports(RESULTS)] or ["none-committed-yet"])
+                         ids=[str(d.relative_to(RESULTS)) for d in committed_exports(RESULTS)]
+                         or ["none-committed-yet"])
 def test_committed_report_is_regenerated_from_its_export(study_dir, tmp_path):
     """docs/results/<study>/report.md and tables/ are what `stabletune report --from-export` makes of
     docs/results/<study>/export with the default options (as they were made: `--out docs/results/<study>`)."""
