@@ -9,6 +9,25 @@ Each row builds its input, runs the CLI in process and checks its outcome:
 drawing a figure): the refusal must come before it. ``after`` checks what must not exist afterwards (no output
 half-written, no ``.lock``/``-wal``/``-shm`` files). Uses the tiny random BERT of tests/tinymodel.py (512 positions,
 the MiniLM tokenizer) and studies run with a fake run function: no real training except in the warning rows.
+
+Issue 23's list, and where each case is tested (those that need a fixture of another file live beside it):
+
+- work started before options were checked: ``fit --workers -1 / --device tpu / --precision fp16`` and a 2-row
+  training file without a dev file: test_fit.py ``test_fit_bad_input_one_line_exit_2``; ``report --metric
+  rte=f9``: test_report.py ``test_report_from_export_cli_errors``; every numeric option, choice and input path
+  of every command: test_probe.py (208 generated cases).
+- hangs: an unreachable ``--ray-address``: test_study_ray_cluster.py; the 2-row fit: above.
+- silent wrong results: a repeated CSV header (``csv-repeated-header`` here; predict: test_predict.py
+  ``repeated header``); ``study export`` of a study never run and ``train --text-columns`` on a GLUE task: here.
+- resume with other options: test_fit.py ``test_resuming_with_other_options_is_refused``.
+- disk full: test_atomic.py (export CSV, tables export, report), test_predict.py
+  ``test_predict_on_a_full_disk_keeps_the_earlier_output``, test_study_store.py
+  ``test_a_full_database_is_reported_as_cannot_write``.
+- the Trainer integration's arguments: here (``test_prepare_for_trainer_*``).
+- path traversal through imported task names: ``report-csv-task-*`` / ``report-export-task-*`` here.
+- ``fit --budget`` far too small: test_fit.py ``test_a_budget_below_the_smallest_plan_says_so``; a script
+  without the ``__main__`` guard: test_fit.py ``test_a_script_without_the_main_guard_is_told_why``.
+- Ray: a lost node, token auth, a second driver: test_study_ray_cluster.py.
 """
 
 from __future__ import annotations
