@@ -7,7 +7,7 @@
 ``benchmarks/bench_fit.py`` runs, on sentiment and similarity, every cell of fit's grid with fit's seeds, and a
 grid run is the run fit makes for that recipe and seed (same configuration and seed: the same scores to every
 digit; ``report.json`` -> ``shipped_test_equals_grid_twin``). So fit's decisions can be replayed without training:
-this script drives fit's own search loop (:class:`stabletune.fitting.recipe._Search`: the planner, the budget's estimates,
+this script drives fit's own search loop (:class:`stabletune.fitting.search.Search`: the planner, the budget's estimates,
 trims and undos) with a backend that answers each run with its grid result after its measured wall time on a
 simulated clock (2 workers, as the grid ran). It prints, per budget, the runs fit would make, the simulated wall
 time, the trims, the chosen recipe with its mean validation score and its mean test score over seeds (the grid
@@ -28,10 +28,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import stabletune.fitting.recipe as fitmod
+import stabletune.fitting.clock as fit_clock
 from stabletune.config import make_config
 from stabletune.fitting import Budget, FitPlanner, Limits, SearchSpace, model_shape, search_space
-from stabletune.fitting.recipe import _Search
+from stabletune.fitting.search import Search
 from stabletune.metrics import NAN_SCORE
 from stabletune.study.store import Store
 
@@ -59,7 +59,7 @@ class ReplayBackend:
     def __init__(self, capacity: int, runs: dict[tuple[str, int], dict], metric: str, fixed_s: float,
                  clock: _Clock):
         self.capacity, self.runs, self.metric, self.fixed_s, self.clock = capacity, runs, metric, fixed_s, clock
-        self.search: _Search | None = None
+        self.search: Search | None = None
         self.queue: list[tuple[float, int, str]] = []
         self.n = 0
 
@@ -123,19 +123,19 @@ def replay(grid: dict, space: SearchSpace, metric: str, budget_s: float | None, 
             flat.append({**r, "updates": int(u)})
     clock = _Clock()
     backend = ReplayBackend(workers, runs, metric, fixed_part(flat, [int(u) for u in grid["rungs"]]), clock)
-    real_now = fitmod._now
-    fitmod._now = clock  # the budget reads the simulated clock
+    real_now = fit_clock.now
+    fit_clock.now = clock  # the budget and the search read the simulated clock
     try:
         with tempfile.TemporaryDirectory() as tmp:
             budget = Budget(budget_s, workers, start=0.0, grid=[c.updates for c in space.grid() for _ in range(3)])
             with Store.open(Path(tmp) / "fit.db", create=True) as store:
-                search = _Search(planner=FitPlanner(space, [0, 1, 2], NAN_SCORE), store=store, backend=backend,
-                                 budget=budget, limits=limits, base_cfg=make_config({"model": "minilm-l6", "task": "sst2"}),
-                                 task_name="replay", runs_dir=Path(tmp) / "runs", progress=False)
+                search = Search(planner=FitPlanner(space, [0, 1, 2], NAN_SCORE), store=store, backend=backend,
+                                budget=budget, limits=limits, base_cfg=make_config({"model": "minilm-l6", "task": "sst2"}),
+                                task_name="replay", runs_dir=Path(tmp) / "runs", progress=False)
                 backend.search = search
                 view = search.run()
     finally:
-        fitmod._now = real_now
+        fit_clock.now = real_now
     choice = view.choice
     cell = grid["cells"][choice.candidate.key]
     return {"runs": len(search.results), "wall_s": clock.t, "trimmed": list(budget.trimmed),

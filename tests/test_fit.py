@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 import stabletune
-from stabletune.fitting.recipe import (TRIMS, Budget, Candidate, FitPlanner, Limits, SearchSpace, SeedResult, layer_grid,
-                                   lr_grid, parse_budget, search_space, update_grid)
+from stabletune.fitting.budget import Budget, parse_budget
+from stabletune.fitting.grid import Candidate, SearchSpace, layer_grid, lr_grid, search_space, update_grid
+from stabletune.fitting.planner import TRIMS, FitPlanner, Limits, SeedResult
 from stabletune.errors import ConfigError
 from stabletune.study.store import Store
 from tinymodel import write_user_data
@@ -167,19 +168,19 @@ def test_budget_estimates_cost_and_makespan():
 
 
 def test_automatic_budget_is_a_fifth_of_the_grid_estimated_from_the_first_run(tmp_path):
-    from stabletune.fitting.recipe import AUTO_BUDGET_FRACTION, SPENT_FILE, _read_spent
+    from stabletune.fitting.budget import AUTO_BUDGET_FRACTION, SPENT_FILE, read_spent
 
     b = Budget(None, workers=2, start=0.0, spent_file=tmp_path / SPENT_FILE, grid=[100] * 4 + [200] * 4)
     assert b.resolve() is None and b.left() == math.inf  # nothing measured: nothing to trim against yet
     b.save_spent()
-    assert _read_spent(tmp_path / SPENT_FILE, "budget_s") == 0.0
+    assert read_spent(tmp_path / SPENT_FILE, "budget_s") == 0.0
     b.observe({"wall_s": 30.0, "train_s": 20.0}, 100)  # 10 s fixed + 0.2 s per update: 30 s and 50 s runs
     # the grid on 2 workers, longest first: 50+50 | 50+50, then the four 30 s runs: 160 s
     assert b.resolve() == pytest.approx(AUTO_BUDGET_FRACTION * 160.0) and b.grid_estimate == pytest.approx(160.0)
     b.observe({"wall_s": 90.0, "train_s": 40.0}, 100)  # later runs do not move a budget once fixed
     assert b.resolve() == pytest.approx(AUTO_BUDGET_FRACTION * 160.0)
     b.save_spent()  # kept for a resumed fit
-    assert _read_spent(tmp_path / SPENT_FILE, "budget_s") == pytest.approx(AUTO_BUDGET_FRACTION * 160.0)
+    assert read_spent(tmp_path / SPENT_FILE, "budget_s") == pytest.approx(AUTO_BUDGET_FRACTION * 160.0)
     resumed = Budget(None, workers=2, spent_file=tmp_path / SPENT_FILE, grid=[100] * 4 + [200] * 4)
     assert resumed.resolve() == pytest.approx(AUTO_BUDGET_FRACTION * 160.0)  # before any run of its own
     assert resumed.grid_estimate == pytest.approx(160.0) and resumed.auto
@@ -188,13 +189,13 @@ def test_automatic_budget_is_a_fifth_of_the_grid_estimated_from_the_first_run(tm
 
 
 def test_budget_of_a_resumed_fit_counts_the_earlier_calls(tmp_path):
-    from stabletune.fitting.recipe import SPENT_FILE, _read_spent
+    from stabletune.fitting.budget import SPENT_FILE, read_spent
 
     spent = tmp_path / SPENT_FILE
-    assert _read_spent(spent) == 0.0 and Budget(1000, workers=1, spent_file=spent).earlier == 0.0  # a new fit
+    assert read_spent(spent) == 0.0 and Budget(1000, workers=1, spent_file=spent).earlier == 0.0  # a new fit
     b = Budget(1000, workers=1, start=100.0, spent_file=spent)
     b.save_spent()
-    first = _read_spent(spent)
+    first = read_spent(spent)
     assert first == pytest.approx(b.elapsed(), abs=1.0)
     resumed = Budget(1000, workers=1, start=200.0, spent_file=spent)
     assert resumed.earlier == first
@@ -202,7 +203,7 @@ def test_budget_of_a_resumed_fit_counts_the_earlier_calls(tmp_path):
     fresh = Budget(1000, workers=1, start=200.0)
     assert fresh.left() - resumed.left() == pytest.approx(first, abs=1.0)
     spent.write_text("{", encoding="utf-8")  # torn by a kill: counts nothing, no crash
-    assert _read_spent(spent) == 0.0 and Budget(1000, workers=1, spent_file=spent).earlier == 0.0
+    assert read_spent(spent) == 0.0 and Budget(1000, workers=1, spent_file=spent).earlier == 0.0
 
 
 def test_trims_shrink_the_plan_in_order_until_it_fits():
@@ -290,11 +291,11 @@ def test_fit_output_reloads_with_plain_transformers(fitted):
 def _fit_on_paper_clock(tiny_model, tmp_path, monkeypatch, budget: float | str):
     """A fit whose runs report 100 s per 9 updates (10 s fixed + 10 s per update) on a clock that advances by
     exactly what they report: the budget sees the time its estimates are about (no sleeps, no real timing)."""
-    import stabletune.fitting.recipe as fit_module
+    from stabletune.fitting import clock as fit_clock
     from stabletune.training import train
 
     clock = [0.0]
-    monkeypatch.setattr(fit_module, "_now", lambda: clock[0])
+    monkeypatch.setattr(fit_clock, "now", lambda: clock[0])
 
     def slow_on_paper(cfg, out_dir=None, *, callback=None):
         res = train(cfg, out_dir, callback=callback)

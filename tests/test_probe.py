@@ -29,7 +29,7 @@ MISSING = "does-not-exist/nowhere.csv"
 INPUTS = {"--config", "--train-file", "--dev-file", "--test-file", "--init-from", "--input", "--from-csv",
           "--from-export", "--data-dir", "--model"}
 #: work that must not start when an input is refused
-FORBIDDEN = ("stabletune.training:train", "stabletune.training:train_ensemble", "stabletune.fitting.recipe:_Search",
+FORBIDDEN = ("stabletune.training:train", "stabletune.training:train_ensemble", "stabletune.fitting.recipe:Search",
              "stabletune.study.runner:_Driver", "stabletune.analysis.report:write_report",
              "stabletune.analysis.plots:plot_bias_ratio", "stabletune.predict:load_classifier")
 
