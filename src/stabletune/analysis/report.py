@@ -17,15 +17,9 @@ No torch here: the report runs anywhere pandas and matplotlib do.
 
 from __future__ import annotations
 
-import base64
-import html
-import importlib.metadata
-import math
 import contextlib
 import os
-import platform
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,9 +30,7 @@ from stabletune.analysis.agreement import agreement_table
 from stabletune.analysis.frames import (
     ResultsFrames,
     display_task,
-    main_values,
     method_order,
-    run_key_columns,
     task_order,
 )
 from stabletune.analysis.stats import (
@@ -46,16 +38,15 @@ from stabletune.analysis.stats import (
     resolve_metric,
     default_baseline,
     degenerate_runs,
-    expected_max_performance,
     iteration_sweep,
-    percent_scale,
-    score_unit_label,
-    seed_grid_stats,
     summary_table,
-    ttest_name,
 )
+from stabletune.analysis.document import Document
+from stabletune.analysis.sections import (agreement_block, degenerate_block, expected_block, n_runs, plural,
+                                          seed_grid_block, status_frame, summary_block, summary_sentences, versions)
 from stabletune.outputs import WriteError
 from stabletune.errors import DataError, UserError
+
 
 STATUSES = ("finished", "failed", "diverged", "killed")
 _OURS = {"report.md": "by `stabletune report`", "report.html": "by <code>stabletune report</code>"}
@@ -85,214 +76,6 @@ def check_out_dir(out_dir: str | Path, *, overwrite: bool = False) -> None:
         if not overwrite and not earlier and d.exists() and (not d.is_dir() or any(d.iterdir())):
             raise UserError(f"{d} was not written by stabletune report: not replacing it "
                             "(use --overwrite to replace it)")
-
-
-# ------------------------------------------------------------------------------------------------
-# a tiny document model rendered to Markdown and HTML from the same blocks
-# ------------------------------------------------------------------------------------------------
-@dataclass
-class Cell:
-    text: str
-    bold: bool = False
-
-
-@dataclass
-class _Doc:
-    blocks: list[tuple[str, Any]] = field(default_factory=list)
-
-    def heading(self, level: int, text: str) -> None:
-        self.blocks.append(("h", (level, text)))
-
-    def para(self, text: str) -> None:
-        self.blocks.append(("p", text))
-
-    def bullets(self, items: Sequence[str]) -> None:
-        self.blocks.append(("ul", list(items)))
-
-    def code(self, text: str) -> None:
-        self.blocks.append(("code", text))
-
-    def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]], *, table_id: str, notes: Sequence[str] = (),
-              main: bool = False) -> None:
-        self.blocks.append(("table", (list(header), [list(r) for r in rows], table_id, list(notes), main)))
-
-    def summary(self, items: Sequence[tuple[str, str]]) -> None:
-        """The findings: (html id, sentence) pairs, shown first."""
-        self.blocks.append(("summary", list(items)))
-
-    def figure(self, path: Path, caption: str) -> None:
-        self.blocks.append(("fig", (path, caption)))
-
-    # -- Markdown ----------------------------------------------------------------------------------
-    def markdown(self, root: Path) -> str:
-        out: list[str] = []
-        for kind, payload in self.blocks:
-            if kind == "h":
-                out.append("#" * payload[0] + " " + payload[1])
-            elif kind == "p":
-                out.append(payload)
-            elif kind == "ul":
-                out.append("\n".join(f"- {item}" for item in payload))
-            elif kind == "summary":
-                out.append("\n".join(f"- {text}" for _, text in payload))
-            elif kind == "code":
-                out.append("```\n" + payload.rstrip("\n") + "\n```")
-            elif kind == "table":
-                header, rows, _, notes, _ = payload
-
-                def md(c: Any) -> str:
-                    text = (c.text if isinstance(c, Cell) else str(c)).replace("|", "\\|")
-                    return f"**{text}**" if isinstance(c, Cell) and c.bold and text else text
-
-                lines = ["| " + " | ".join(md(h) for h in header) + " |",
-                         "|" + "|".join("---" for _ in header) + "|"]
-                lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in rows]
-                lines += [""] + [f"{n}  " for n in notes] if notes else []
-                out.append("\n".join(lines).rstrip())
-            elif kind == "fig":
-                path, caption = payload
-                out.append(f"![{caption}]({path.relative_to(root).as_posix()})\n\n*{caption}*")
-        return "\n\n".join(out) + "\n"
-
-    # -- HTML --------------------------------------------------------------------------------------
-    def html(self, title: str) -> str:
-        esc = html.escape
-        body: list[str] = []
-        for kind, payload in self.blocks:
-            if kind == "h":
-                body.append(f"<h{payload[0]}>{esc(payload[1])}</h{payload[0]}>")
-            elif kind == "p":
-                body.append(f"<p>{_inline_md(payload)}</p>")
-            elif kind == "ul":
-                body.append("<ul>" + "".join(f"<li>{_inline_md(i)}</li>" for i in payload) + "</ul>")
-            elif kind == "summary":
-                body.append('<ul class="summary">' + "".join(f'<li id="{esc(i)}">{_inline_md(t)}</li>'
-                                                           for i, t in payload) + "</ul>")
-            elif kind == "code":
-                body.append(f"<pre>{esc(payload)}</pre>")
-            elif kind == "table":
-                header, rows, table_id, notes, main = payload
-
-                def td(c: Any, tag: str = "td") -> str:
-                    text = esc(c.text if isinstance(c, Cell) else str(c))
-                    return f"<{tag}>{'<strong>' + text + '</strong>' if isinstance(c, Cell) and c.bold else text}</{tag}>"
-
-                rows_html = "".join("<tr>" + "".join(td(c) for c in row) + "</tr>" for row in rows)
-                # wide tables scroll inside their box (phones), the page itself never scrolls sideways
-                body.append(f'<div class="scroll"><table id="{esc(table_id)}" class="results{" main" if main else ""}">'
-                            "<thead><tr>" + "".join(td(h, "th") for h in header)
-                            + f"</tr></thead><tbody>{rows_html}</tbody></table></div>")
-                if notes:
-                    body.append('<div class="notes">' + "".join(f"<p>{_inline_md(n)}</p>" for n in notes) + "</div>")
-            elif kind == "fig":
-                path, caption = payload
-                data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-                body.append(f'<figure><img alt="{esc(caption)}" src="data:image/png;base64,{data}">'
-                            f"<figcaption>{esc(caption)}</figcaption></figure>")
-        return (
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>\n"
-            + "\n".join(body) + "\n</body></html>\n"
-        )
-
-
-_CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1400px;margin:1em auto;padding:0 1em;
-color:#222;line-height:1.4}
-h1{border-bottom:2px solid #444;font-size:1.6em;margin:0.3em 0 0.5em}h2{border-bottom:1px solid #bbb;margin-top:2em}
-h2{font-size:1.25em}
-ul.summary{padding-left:1.2em;margin:0.5em 0 0.8em}ul.summary li{margin:0.25em 0}
-ul.summary+h2{margin-top:0.8em}
-.scroll{overflow-x:auto;max-width:100%}
-table.results{border-collapse:collapse;margin:0.6em 0;font-size:0.9em}
-table.results th,table.results td{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}
-table.results th{background:#f0f0f0}table.results td:first-child,table.results th:first-child{text-align:left}
-table.results tr:nth-child(even){background:#fafafa}
-.notes p{font-size:0.85em;color:#555;margin:0.2em 0}
-figure{margin:1.5em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:0.9em;color:#444}
-pre{background:#f6f6f6;padding:0.8em;overflow-x:auto;font-size:0.85em}code{background:#f3f3f3}
-"""
-
-
-def _inline_md(text: str) -> str:
-    """Escape, then render the only inline Markdown this report uses: **bold** and `code`."""
-    out, bold, code = [], False, False
-    i = 0
-    text = html.escape(text)
-    while i < len(text):
-        if text.startswith("**", i) and not code:
-            out.append("</strong>" if bold else "<strong>")
-            bold = not bold
-            i += 2
-        elif text[i] == "`":
-            out.append("</code>" if code else "<code>")
-            code = not code
-            i += 1
-        else:
-            out.append(text[i])
-            i += 1
-    if bold:
-        out.append("</strong>")
-    if code:
-        out.append("</code>")
-    return "".join(out)
-
-
-# ------------------------------------------------------------------------------------------------
-def _units_note(pairs: Any) -> str:
-    """", in %" / ", × 100" (MCC, correlations) / both, for the ``(metric, scale)`` pairs a table shows."""
-    labels = {score_unit_label(m, sc) for m, sc in pairs} - {""}
-    if len(labels) == 2:
-        return ", × 100 (accuracy and F1: in %)"
-    return f", in {labels.pop()}" if labels == {"%"} else f", {labels.pop()}" if labels else ""
-
-
-def _fmt(x: float, nd: int = 2) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
-
-
-def _fmt_p(p: float) -> str:
-    if p is None or math.isnan(p):
-        return "—"
-    return "<0.0001" if p < 1e-4 else f"{p:.4f}"
-
-
-def _p_phrase(p: float) -> str:
-    """``p < 0.0001`` or ``p = 0.0123`` for a sentence."""
-    return "p < 0.0001" if p < 1e-4 else f"p = {p:.4f}"
-
-
-def _versions(meta_versions: Any) -> dict[str, str]:
-    versions: dict[str, str] = {"python": platform.python_version()}
-    for pkg in ("stabletune", "numpy", "pandas", "scipy", "matplotlib"):
-        try:
-            versions[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            versions[pkg] = "not installed"
-    if isinstance(meta_versions, dict):
-        versions.update({str(k): str(v) for k, v in meta_versions.items()})
-    return versions
-
-
-def _status_frame(frames: ResultsFrames) -> pd.DataFrame | None:
-    if frames.runs is not None:
-        return frames.runs
-    if "status" in frames.metrics.columns:
-        keys = ["method", "task", *run_key_columns(frames.metrics)]
-        return frames.metrics.drop_duplicates(keys)[keys + ["status"]]
-    return None
-
-
-def _n_runs(frames: ResultsFrames) -> int:
-    if frames.runs is not None:
-        return len(frames.runs)
-    keys = ["method", "task", *run_key_columns(frames.metrics)]
-    return len(frames.metrics.drop_duplicates(keys))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -422,7 +205,7 @@ def _write(frames: ResultsFrames, root: Path, *, baseline: str, welch: bool, tit
     study = frames.meta.get("study")
     title = title or str(frames.meta.get("title") or (f"Study {study}" if study else "stabletune study report"))
     paths: dict[str, Path] = {}
-    doc = _Doc()
+    doc = Document()
 
     def add_figure(name: str, fig: Any, caption: str) -> None:
         path = plots.save_figure(fig, _inside(fig_dir, f"{name}.png"))
@@ -445,7 +228,7 @@ def _write(frames: ResultsFrames, root: Path, *, baseline: str, welch: bool, tit
                  summary_sentences(summaries[main_ck], degenerate[main_ck], baseline=baseline, checkpoint=main_ck,
                                    welch=welch, alpha=alpha)])
     doc.heading(2, f"Test performance, {main_ck} checkpoint (paper Tables 1, 2, 4, 7)")
-    _summary_block(doc, summaries[main_ck], ck=main_ck, baseline=baseline, welch=welch, alpha=alpha, main=True)
+    summary_block(doc, summaries[main_ck], ck=main_ck, baseline=baseline, welch=welch, alpha=alpha, main=True)
 
     # -- how the numbers were made ----------------------------------------------------------------------
     source = _display_path(frames.meta.get("source"))
@@ -457,8 +240,8 @@ def _write(frames: ResultsFrames, root: Path, *, baseline: str, welch: bool, tit
     tasks = task_order(m["task"])
     n_nan = int(m["value"].isna().sum())
     items = [
-        f"**{_n_runs(frames)} runs**: {_plural(len(methods), 'method')} ({', '.join(f'`{x}`' for x in methods)}) "
-        f"on {_plural(len(tasks), 'task')} ({', '.join(display_task(t) for t in tasks)}).",
+        f"**{n_runs(frames)} runs**: {plural(len(methods), 'method')} ({', '.join(f'`{x}`' for x in methods)}) "
+        f"on {plural(len(tasks), 'task')} ({', '.join(display_task(t) for t in tasks)}).",
         f"Checkpoints with test results: {', '.join(checkpoints)}. Splits present: "
         f"{', '.join(sorted(m['split'].unique()))}.",
         f"NaN metric values: {n_nan} (kept; see the notes under each table).",
@@ -468,7 +251,7 @@ def _write(frames: ResultsFrames, root: Path, *, baseline: str, welch: bool, tit
                 and not isinstance(value, (dict, list))):
             items.append(f"{key}: `{_display_path(value)}`")
     doc.bullets(items)
-    status = _status_frame(frames)
+    status = status_frame(frames)
     if status is not None:
         counts = status.groupby(["method", "task"])["status"].value_counts().unstack(fill_value=0)
         cols = [s for s in STATUSES if s in counts.columns] + sorted(set(counts.columns) - set(STATUSES))
@@ -493,7 +276,7 @@ def _write(frames: ResultsFrames, root: Path, *, baseline: str, welch: bool, tit
         doc.heading(2, "Test performance, other checkpoints")
         for ck in others:
             doc.heading(3, f"{ck.capitalize()} checkpoint")
-            _summary_block(doc, summaries[ck], ck=ck, baseline=baseline, welch=welch, alpha=alpha)
+            summary_block(doc, summaries[ck], ck=ck, baseline=baseline, welch=welch, alpha=alpha)
 
     # -- degenerate runs ---------------------------------------------------------------------------
     doc.heading(2, "Degenerate runs (paper Section 4, Table 3)")
@@ -505,14 +288,14 @@ def _write(frames: ResultsFrames, root: Path, *, baseline: str, welch: bool, tit
              "rounded to 0.1 %, so scores within 0.05 points above it count as not beating it.")
     for ck in checkpoints:
         add_csv(f"degenerate_{ck}", degenerate[ck])
-        _degenerate_block(doc, degenerate[ck], ck=ck)
+        degenerate_block(doc, degenerate[ck], ck=ck)
 
     # -- agreement between seeds (per-example predictions; absent from results stored without them) ---------
     if frames.predictions is not None:
         agreement = pd.concat([agreement_table(frames.predictions, checkpoint=ck) for ck in checkpoints],
                               ignore_index=True)
         add_csv("agreement", agreement)
-        _agreement_block(doc, agreement, checkpoints=checkpoints)
+        agreement_block(doc, agreement, checkpoints=checkpoints)
 
     # -- box plots ---------------------------------------------------------------------------------
     doc.heading(2, "Distribution over random seeds (Figures 2, 5, 13)")
@@ -523,7 +306,7 @@ def _write(frames: ResultsFrames, root: Path, *, baseline: str, welch: bool, tit
 
     # -- expected performance ----------------------------------------------------------------------
     doc.heading(2, "Expected performance vs number of random trials (Figures 4, 12)")
-    expected = _expected_block(doc, m, checkpoints, metric_by_task=metric_by_task, n_boot=n_boot, seed=seed,
+    expected = expected_block(doc, m, checkpoints, metric_by_task=metric_by_task, n_boot=n_boot, seed=seed,
                                colors=colors, add_figure=add_figure)
     if expected is not None:
         add_csv("expected_performance", expected)
@@ -568,7 +351,7 @@ def _write(frames: ResultsFrames, root: Path, *, baseline: str, welch: bool, tit
             add_figure(f"param_distance_{task}", plots.plot_param_distance(frames.param_distance, task=task,
                                                                            colors=colors),
                        f"{display_task(task)}: L2 distance of each block to its value at the start of fine-tuning.")
-    _seed_grid_block(doc, m, metric_by_task=metric_by_task, add_figure=add_figure, add_csv=add_csv)
+    seed_grid_block(doc, m, metric_by_task=metric_by_task, add_figure=add_figure, add_csv=add_csv)
 
     # -- Figure 1 ----------------------------------------------------------------------------------
     doc.heading(2, "Adam bias correction (Figure 1)")
@@ -579,306 +362,10 @@ def _write(frames: ResultsFrames, root: Path, *, baseline: str, welch: bool, tit
 
     # -- software ----------------------------------------------------------------------------------
     doc.heading(2, "Software")
-    doc.bullets([f"{k}: {v}" for k, v in _versions(frames.meta.get("versions")).items()])
+    doc.bullets([f"{k}: {v}" for k, v in versions(frames.meta.get("versions")).items()])
 
     md_path, html_path = root / "report.md", root / "report.html"
     md_path.write_text(doc.markdown(root), encoding="utf-8")
     html_path.write_text(doc.html(title), encoding="utf-8")
     paths["markdown"], paths["html"] = md_path, html_path
     return paths
-
-
-# ------------------------------------------------------------------------------------------------
-def _summary_block(doc: _Doc, s: pd.DataFrame, *, ck: str, baseline: str, welch: bool, alpha: float,
-                   main: bool = False) -> None:
-    tasks = list(dict.fromkeys(s["task"]))
-    methods = list(dict.fromkeys(s["method"]))
-    header = ["Method"]
-    for t in tasks:
-        metric = s.loc[s["task"] == t, "metric"].iloc[0]
-        header += [f"{display_task(t)} {metric}", "p"]
-    rows = []
-    for meth in methods:
-        row: list[Any] = [meth]
-        for t in tasks:
-            r = s[(s["task"] == t) & (s["method"] == meth)]
-            if r.empty:
-                row += ["", ""]
-                continue
-            r = r.iloc[0]
-            n_text = f"n={r['n']}" + (f", {r['n_nan']} NaN as 0" if r["n_nan"] else "")
-            val = _fmt(r["mean"]) + (f" ± {_fmt(r['std'])}" if not math.isnan(r["std"]) else "")
-            row.append(Cell(f"{val} ({n_text})", bold=r["tie_with_best"] in ("best", "tie")))
-            p_text = "baseline" if meth == baseline else _fmt_p(r["p"]) + (" *" if r["significant"] else "")
-            row.append(p_text)
-        rows.append(row)
-    notes = [
-        f"Mean ± standard deviation (ddof=1) over seeds of the test score at the {ck} checkpoint"
-        + _units_note(zip(s["metric"], s["scale"])) + ".",
-        f"p: {ttest_name(welch)} of H1 \"method > `{baseline}`\"; * marks p < {alpha}. "
-        "No correction for multiple comparisons.",
-        f"**Bold**: the best mean of each task and the methods not significantly below it (same test, p ≥ {alpha}), "
-        "as the paper highlights.",
-    ]
-    nan_rows = s[s["n_nan"] > 0]
-    if len(nan_rows):
-        listing = "; ".join(f"{r.method}/{display_task(r.task)}: {r.n_nan} of {r.n}" for r in nan_rows.itertuples())
-        notes.append(f"NaN scores (degenerate: constant predictions) count as 0 in mean, std and the t-test: "
-                     f"{listing}. See the degenerate-runs table.")
-    single = s[s["n"] < 2]
-    if len(single):
-        notes.append("Single-run cells have no std and no test: "
-                     + ", ".join(f"{r.method}/{display_task(r.task)}" for r in single.itertuples()) + ".")
-    doc.table(header, rows, table_id=f"summary-{ck}", notes=notes, main=main)
-
-
-def _degenerate_block(doc: _Doc, d: pd.DataFrame, *, ck: str) -> None:
-    tasks = list(dict.fromkeys(d["task"]))
-    methods = list(dict.fromkeys(d["method"]))
-    header = ["Method"] + [display_task(t) for t in tasks]
-    rows = []
-    for meth in methods:
-        row: list[Any] = [meth]
-        for t in tasks:
-            r = d[(d["task"] == t) & (d["method"] == meth)]
-            if r.empty:
-                row.append("")
-                continue
-            r = r.iloc[0]
-            text = f"{r['n_degenerate']}/{r['n']} ({100 * r['share']:.0f} %)"
-            if r["n_constant"]:
-                text += f", {r['n_constant']} constant"
-            row.append(text)
-        rows.append(row)
-    thr = []
-    for t in tasks:
-        r = d[d["task"] == t].iloc[0]
-        low, high = d.loc[d["task"] == t, "threshold"].min(), d.loc[d["task"] == t, "threshold_max"].max()
-        value = _fmt(low, 4) if not low < high else f"{_fmt(low, 4)}–{_fmt(high, 4)}"
-        thr.append(f"{display_task(t)} {r['metric']} ≤ {value} ({r['threshold_source']})")
-    notes = ["Thresholds: " + "; ".join(thr) + ". \"constant\": NaN score (constant predictions), included in the count."]
-    doc.para(f"{ck.capitalize()} checkpoint:")
-    doc.table(header, rows, table_id=f"degenerate-{ck}", notes=notes)
-
-
-def _agreement_block(doc: _Doc, a: pd.DataFrame, *, checkpoints: list[str]) -> None:
-    doc.heading(2, "Agreement between seeds (per-example test predictions)")
-    doc.para("Two seeds can score alike and still predict different examples (Du & Nguyen, ACL 2023). "
-             "Disagreement: over every pair of runs of a method, the fraction of test examples the two predict "
-             "differently (regression: the mean absolute difference of their predicted scores, in label units). "
-             "Fleiss' kappa: the runs as raters of the test examples (1 = all seeds alike; 0 = chance agreement "
-             "given the class frequencies; classification only). Runs are compared within one split seed.")
-    for ck in checkpoints:
-        rows = [[r.method, display_task(r.task), r.split_seed, r.n_runs, r.n_examples,
-                 (_fmt(100 * r.disagreement) + " %") if r.kind == "class" else _fmt(r.disagreement, 3),
-                 _fmt(r.fleiss_kappa, 3)]
-                for r in a[a["checkpoint"] == ck].itertuples()]
-        if rows:
-            doc.table(["Method", "Task", "Split seed", "Runs", "Examples", "Disagreement", "Fleiss' κ"], rows,
-                      table_id=f"agreement-{ck}", notes=[f"{ck} checkpoint."])
-
-
-def _expected_block(doc: _Doc, m: pd.DataFrame, checkpoints: list[str], *, metric_by_task: dict[str, str] | None,
-                    n_boot: int, seed: int, colors: dict[str, str], add_figure: Any) -> pd.DataFrame | None:
-    doc.para("For k = 1…n trials drawn with replacement from the n runs, when validation scores exist the run "
-             "with the best validation score is selected and its test score recorded (validation and test from the "
-             "same checkpoint of the same run). Lines: the exact expectation (closed form of Dodge et al., 2019); "
-             f"bands: ± std of the selected score over {n_boot:,} simulated selections (NumPy generator, seed "
-             f"{seed}). NaN scores count as 0. Methods with fewer than 2 runs are left out.")
-    frames_out = []
-    for ck in checkpoints:
-        rows, notes = [], []
-        selections: set[str] = set()
-        for task in task_order(m["task"]):
-            metric = resolve_metric(m[m["split"] == "test"], task, metric_by_task)
-            for meth in method_order(m[m["task"] == task]):
-                test = main_values(m, task=task, method=meth, metric=metric, checkpoint=ck, split="test")
-                if len(test) < 2:
-                    continue
-                val = main_values(m, task=task, method=meth, metric=metric, checkpoint=ck, split="val")
-                has_val = len(val) > 0
-                if has_val:
-                    n_test = len(test)
-                    test, val = test.align(val, join="inner")
-                    if len(test) < n_test:
-                        notes.append(f"{meth}/{display_task(task)}: {n_test - len(test)} run(s) without a validation "
-                                     "score left out.")
-                selections.add("validation" if has_val else "max test")
-                n_nan = int(test.isna().sum() + (val.isna().sum() if has_val else 0))
-                if n_nan:
-                    notes.append(f"{meth}/{display_task(task)}: {n_nan} NaN {metric} (constant predictions) "
-                                 "counted as 0.")
-                curve = expected_max_performance(val.to_numpy() if has_val else None, test.to_numpy(),
-                                                 n_boot=n_boot, seed=seed)
-                curve.insert(0, "selection", "validation" if has_val else "max test (no validation scores)")
-                curve.insert(0, "metric", metric)
-                curve.insert(0, "method", meth)
-                curve.insert(0, "task", task)
-                curve.insert(0, "checkpoint", ck)
-                rows.append(curve)
-        if not rows:
-            continue
-        curves = pd.concat(rows, ignore_index=True)
-        frames_out.append(curves)
-        doc.heading(3, f"{ck.capitalize()} checkpoint")
-        if selections == {"validation"}:
-            doc.para("Model selection on the validation split.")
-            add_figure(f"expected_test_{ck}",
-                       plots.plot_expected_performance(curves, which="test", colors=colors,
-                                                       title=f"Expected test performance vs random trials ({ck})"),
-                       f"Expected test score of the best-on-validation run among k trials ({ck} checkpoint).")
-            add_figure(f"expected_val_{ck}",
-                       plots.plot_expected_performance(curves, which="val", colors=colors,
-                                                       title=f"Expected validation performance vs random trials ({ck})"),
-                       f"Expected validation score of the selected run among k trials ({ck} checkpoint).")
-        elif selections == {"max test"}:
-            doc.para("**No validation scores in these results**: runs cannot be selected on validation, so the curves "
-                     "show the expected MAXIMUM test score over k trials (selection by test score). This is an "
-                     "optimistic oracle: it rises monotonically and cannot show the over-fitting of model "
-                     "selection that the paper's Figure 4 shows.")
-            add_figure(f"expected_max_test_{ck}",
-                       plots.plot_expected_performance(
-                           curves, which="test", colors=colors,
-                           title=f"Expected MAX test score over k trials — no validation scores, selection by test ({ck})"),
-                       f"Expected maximum test score among k trials, {ck} checkpoint (no validation scores: "
-                       "selection by test score).")
-        else:
-            doc.para("**Validation scores exist for some methods only**: those are selected on validation, the "
-                     "others by test score (an optimistic expected MAXIMUM); the `selection` column of "
-                     "tables/expected_performance.csv says which.")
-            max_methods = sorted(set(curves.loc[curves["selection"].str.startswith("max"), "method"]))
-            add_figure(f"expected_test_{ck}",
-                       plots.plot_expected_performance(
-                           curves, which="test", colors=colors,
-                           title=f"Expected test score vs random trials ({ck}); by test (MAX) for: "
-                                 + ", ".join(max_methods)),
-                       f"Expected test score among k trials ({ck} checkpoint); selection by test score for "
-                       + ", ".join(max_methods) + ".")
-        k_max = int(curves["k"].max())
-        ks = sorted(k for k in {1, 5, 10, k_max} if k <= k_max)
-        table_rows, units = [], []
-        for (task, meth), g in curves.groupby(["task", "method"], sort=False):
-            scale = percent_scale(g["mean"])
-            units.append((g["metric"].iloc[0], scale))
-            g = g.set_index("k")
-            table_rows.append([display_task(task), meth] + [
-                f"{_fmt(g.loc[k, 'mean'] * scale)} ± {_fmt(g.loc[k, 'std'] * scale)}" if k in g.index else ""
-                for k in ks])
-        doc.table(["Task", "Method", *[f"k={k}" for k in ks]], table_rows, table_id=f"expected-{ck}",
-                  notes=[("Expected maximum test score" if selections == {"max test"} else "Expected test score")
-                         + " (mean ± std over simulations" + _units_note(units) + ")."] + notes)
-    return pd.concat(frames_out, ignore_index=True) if frames_out else None
-
-
-def _seed_grid_block(doc: _Doc, m: pd.DataFrame, *, metric_by_task: dict[str, str] | None, add_figure: Any,
-                     add_csv: Any) -> None:
-    if not {"init_seed", "data_seed"} <= set(m.columns):
-        return
-    split = "val" if (m["split"] == "val").any() else "test"
-    sel = m[m["split"] == split]
-    ck = "best" if (sel["checkpoint"] == "best").any() else "last"
-    sel = sel[sel["checkpoint"] == ck]
-    made = False
-    for task in task_order(sel["task"]):
-        try:
-            metric = resolve_metric(sel, task, metric_by_task)
-        except UserError:
-            continue
-        tsel = sel[(sel["task"] == task) & (sel["metric"] == metric)]
-        grids = {}
-        for meth in method_order(tsel):
-            g = tsel[tsel["method"] == meth]
-            if g["init_seed"].nunique() < 2 or g["data_seed"].nunique() < 2:
-                continue
-            sg = seed_grid_stats(g)
-            filled = sg.grid.notna()
-            if filled.sum(axis=1).min() >= 2 and filled.sum(axis=0).min() >= 2:  # a crossed design, not a diagonal
-                grids[meth] = sg
-        if not grids:
-            continue
-        if not made:
-            doc.heading(2, "Controlled random seeds (Figures 9, 10)")
-            made = True
-        scale = percent_scale(tsel["value"])
-        add_figure(f"seed_grid_{task}",
-                   plots.plot_seed_grid(grids, title=f"{display_task(task)}: {split} {metric} by init seed x data seed",
-                                        scale=scale, metric=metric),
-                   f"{display_task(task)}: {split} {metric} ({ck} checkpoint) for each initialisation seed (rows) and "
-                   "data-order/dropout seed (columns), with min/mean/max/std margins.")
-        rows = [[meth, _fmt(g.std_fixed_init * scale), _fmt(g.std_fixed_data * scale), _fmt(g.std_all * scale)]
-                for meth, g in grids.items()]
-        doc.table(["Method", "std, init fixed (data varies)", "std, data fixed (init varies)", "std, all"], rows,
-                  table_id=f"seed-grid-{task}", notes=["Figure 10: mean over the fixed seed of the std across the other."])
-        add_csv(f"seed_grid_{task}", pd.concat({k: g.grid for k, g in grids.items()}, names=["method"]).reset_index())
-
-
-# ------------------------------------------------------------------------------------------------
-def summary_sentences(s: pd.DataFrame, degenerate: pd.DataFrame, *, baseline: str, checkpoint: str,
-                      welch: bool = False, alpha: float = 0.05) -> list[tuple[str, str]]:
-    """One sentence per task, the one a reader would write in a paper, generated from the numbers.
-
-    Args:
-        s: :func:`~stabletune.analysis.stats.summary_table` of one checkpoint (its ``tie_with_best`` says which
-            method is best: the highest mean among methods with at least 2 scores, NaN counted as 0).
-        degenerate: :func:`~stabletune.analysis.stats.degenerate_runs` of the same checkpoint.
-        baseline: the method the others are tested against.
-        checkpoint: ``best`` or ``last`` (named in the sentence).
-
-    Returns:
-        ``(task, sentence)`` pairs in task order; sentences use Markdown ``**bold**`` and ``code``.
-    """
-    out = []
-    for task in dict.fromkeys(s["task"]):
-        t = s[s["task"] == task].set_index("method")
-        metric = t["metric"].iloc[0]
-        label = score_unit_label(metric, t["scale"].iloc[0])
-        nb = "\u00a0"  # no line break inside "72.13 ± 1.57 %"
-        unit = f"{nb}%" if label == "%" else ""  # MCC x 100 has no unit sign: its table says "× 100"
-        pts = " points" if label else ""
-        ns = sorted(set(int(n) for n in t["n"]))
-        runs = f"{ns[0]} runs per method" if len(ns) == 1 else f"{ns[0]}–{ns[-1]} runs per method"
-        head = f"**{display_task(task)}** (test {metric}, {checkpoint} checkpoint, {runs}): "
-
-        def score(method: str) -> str:
-            r = t.loc[method]
-            text = _fmt(r["mean"]) + (f"{nb}±{nb}{_fmt(r['std'])}" if not math.isnan(r["std"]) else "") + unit
-            return text + (f", {_plural(int(r['n_nan']), 'NaN run')} counted as 0" if r["n_nan"] else "")
-
-        best = t.index[t["tie_with_best"] == "best"]
-        if len(best) == 0:
-            top = t["mean"].idxmax() if t["mean"].notna().any() else t.index[0]
-            body = (f"too few runs to compare methods (a test needs at least 2 scores per method); highest mean: "
-                    f"**{top}** {score(top)}.")
-        elif best[0] == baseline:
-            rivals = t.drop(index=baseline)["mean"].dropna()
-            body = f"the baseline **{baseline}** scores best, {score(baseline)}; no method beats it"
-            if len(rivals):
-                nxt = rivals.idxmax()
-                body += f" (next: `{nxt}`, {score(nxt)}, {t.loc[nxt, 'mean'] - t.loc[baseline, 'mean']:+.2f}{pts})"
-            body += "."
-        else:
-            b = best[0]
-            body = f"**{b}** scores best, {score(b)}"
-            if baseline in t.index and not math.isnan(t.loc[baseline, "mean"]):
-                diff = t.loc[b, "mean"] - t.loc[baseline, "mean"]
-                p = t.loc[b, "p"]
-                body += f", {diff:+.2f}{pts} over the baseline `{baseline}` ({score(baseline)}"
-                if math.isnan(p):
-                    body += "; no test: too few baseline scores)."
-                else:
-                    verdict = "significant" if p < alpha else "not significant"
-                    body += f"; {ttest_name(welch).split(' (')[0]} {_p_phrase(p)}, {verdict} at α{nb}={nb}{alpha})."
-            else:
-                body += f"; the baseline `{baseline}` has no scores on this task."
-        d = degenerate[degenerate["task"] == task]
-        bad = d[d["n_degenerate"] > 0]
-        if d.empty:
-            tail = ""
-        elif bad.empty:
-            tail = " No degenerate runs."
-        else:
-            listing = ", ".join(f"`{r.method}` {int(r.n_degenerate)} of {int(r.n)}" for r in bad.itertuples())
-            rest = "; none for the other methods" if len(bad) < len(d) else ""
-            tail = f" Degenerate runs: {listing}{rest}."
-        out.append((task, head + body + tail))
-    return out
