@@ -20,7 +20,7 @@ Issue 23's list, and where each case is tested (those that need a fixture of ano
 - silent wrong results: a repeated CSV header (``csv-repeated-header`` here; predict: test_predict.py
   ``repeated header``); ``study export`` of a study never run and ``train --text-columns`` on a GLUE task: here.
 - resume with other options: test_fit.py ``test_resuming_with_other_options_is_refused``.
-- disk full: test_atomic.py (export CSV, tables export, report), test_predict.py
+- disk full: test_outputs.py (export CSV, tables export, report), test_predict.py
   ``test_predict_on_a_full_disk_keeps_the_earlier_output``, test_study_store.py
   ``test_a_full_database_is_reported_as_cannot_write``.
 - the Trainer integration's arguments: here (``test_prepare_for_trainer_*``).
